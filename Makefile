@@ -1,0 +1,26 @@
+# Two commands do everything: `make demo` and `make test`. Both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/sith-lens info --model random:tiny
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: install
+	@$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+bench: install
+	$(PY) benchmarks/hooked_forward.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

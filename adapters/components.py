@@ -1,0 +1,180 @@
+"""Hooked building blocks shared by every CLIP-family tower: LayerNorm, attention, MLP, block.
+
+Weights follow TransformerLens's names and shapes and the row-vector convention (``x @ W``):
+``W_Q/W_K/W_V [n_heads, d_model, d_head]``, ``W_O [n_heads, d_head, d_model]``,
+``W_in [d_model, d_mlp]``, ``W_out [d_mlp, d_model]``, LayerNorm ``w``/``b``.
+
+Hook points with nothing attached cost a module call and nothing else. Two computations are
+skipped while nobody looks at them, exactly as TransformerLens does for ``hook_result``:
+
+- attention uses ``F.scaled_dot_product_attention`` unless a hook sits on ``hook_attn_scores``
+  or ``hook_pattern`` (then scores and pattern are materialised and hooked);
+- per-head results ``hook_result`` are computed only when ``cfg.use_attn_result`` is set.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformer_lens.FactoredMatrix import FactoredMatrix
+from transformer_lens.hook_points import HookPoint
+
+if TYPE_CHECKING:
+    from sith_lens.adapters.transformer_lens import TowerConfig
+
+
+def quick_gelu(x: Tensor) -> Tensor:
+    """OpenAI CLIP's activation, ``x * sigmoid(1.702 x)``."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {
+    "quick_gelu": quick_gelu,
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+}
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with TransformerLens hooks: ``hook_scale [..., 1]`` and ``hook_normalized``.
+
+    ``hook_normalized`` sees the output after the affine ``w``, ``b`` (as in TransformerLens).
+    """
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+        self.hook_scale = HookPoint()
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        if not self.hook_scale.has_hooks():
+            out = F.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
+            return self.hook_normalized(out)
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(x / scale * self.w + self.b)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with the TransformerLens hooks q, k, v, attn_scores, pattern, z, result."""
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.cfg = cfg
+        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q = nn.Parameter(torch.empty(h, d, e))
+        self.W_K = nn.Parameter(torch.empty(h, d, e))
+        self.W_V = nn.Parameter(torch.empty(h, d, e))
+        self.W_O = nn.Parameter(torch.empty(h, e, d))
+        self.b_Q = nn.Parameter(torch.zeros(h, e))
+        self.b_K = nn.Parameter(torch.zeros(h, e))
+        self.b_V = nn.Parameter(torch.zeros(h, e))
+        self.b_O = nn.Parameter(torch.zeros(d))
+        for w in (self.W_Q, self.W_K, self.W_V, self.W_O):
+            nn.init.normal_(w, std=d**-0.5)
+        self.scale = 1.0 / math.sqrt(e)
+        self.hook_q = HookPoint()
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_attn_scores = HookPoint()
+        self.hook_pattern = HookPoint()
+        self.hook_z = HookPoint()
+        self.hook_result = HookPoint()
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """``W_V @ W_O`` per head, ``[n_heads, d_model, d_model]``, kept factored."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """``W_Q @ W_K^T`` per head, ``[n_heads, d_model, d_model]``, kept factored."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    def _project(self, x: Tensor, W: Tensor, b: Tensor) -> Tensor:
+        # [b, p, d] @ [d, h*e] as one matmul, then split heads: [b, p, h, e]
+        h, d, e = W.shape
+        return (x @ W.permute(1, 0, 2).reshape(d, h * e)).view(*x.shape[:-1], h, e) + b
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        mask: Float[Tensor, "batch 1 pos pos"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """``mask`` is additive (0 where attention is allowed, a large negative number elsewhere)."""
+        q = self.hook_q(self._project(x, self.W_Q, self.b_Q))
+        k = self.hook_k(self._project(x, self.W_K, self.b_K))
+        v = self.hook_v(self._project(x, self.W_V, self.b_V))
+        if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
+            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
+            if mask is not None:
+                scores = scores + mask
+            scores = self.hook_attn_scores(scores)
+            pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
+            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        else:
+            z = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=self.scale
+            ).transpose(1, 2)
+        z = self.hook_z(z)
+        if self.cfg.use_attn_result:
+            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))
+            return result.sum(-2) + self.b_O
+        h, e, d = self.W_O.shape
+        return z.reshape(*z.shape[:-2], h * e) @ self.W_O.reshape(h * e, d) + self.b_O
+
+
+class MLP(nn.Module):
+    """Two-layer MLP with ``hook_pre`` (before the activation) and ``hook_post`` (after it)."""
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        if cfg.act_fn not in ACTIVATIONS:
+            raise ValueError(f"unknown act_fn {cfg.act_fn!r}; expected one of {sorted(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[cfg.act_fn]
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
+        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
+        self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
+        nn.init.normal_(self.W_in, std=cfg.d_model**-0.5)
+        nn.init.normal_(self.W_out, std=cfg.d_mlp**-0.5)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        return self.hook_post(self.act(pre)) @ self.W_out + self.b_out
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: ``resid_mid = resid_pre + attn(ln1(resid_pre))``, then the MLP likewise."""
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.hook_resid_pre = HookPoint()
+        self.ln1 = LayerNorm(cfg.d_model, cfg.eps)
+        self.attn = Attention(cfg)
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.ln2 = LayerNorm(cfg.d_model, cfg.eps)
+        self.mlp = MLP(cfg)
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(
+        self,
+        resid: Float[Tensor, "batch pos d_model"],
+        mask: Float[Tensor, "batch 1 pos pos"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), mask)))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))

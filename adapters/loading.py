@@ -1,0 +1,333 @@
+"""``load_clip``: one entry point from a name, a directory or a model instance to a ``HookedCLIP``.
+
+Accepted specs (this release):
+
+- ``"random:tiny"`` / ``"random:vit-b-32"``: a CLIPModel with seeded random weights, built from a
+  config that ships with the package (no download; for trying the tools and for tests);
+- a Hugging Face id (``"openai/clip-vit-base-patch32"``) or a local directory holding a
+  ``CLIPModel`` checkpoint, OpenAI QuickGELU or GELU variants alike;
+- an already-built transformers ``CLIPModel``;
+- a ``HookedCLIP``, returned as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from sith_lens.adapters.hf_clip import towers_from_hf
+from sith_lens.adapters.transformer_lens import HookedCLIPText, HookedCLIPVision
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotAvailableError(FileNotFoundError):
+    """The requested checkpoint is neither a local directory nor in the Hugging Face cache."""
+
+
+class TextTokens(NamedTuple):
+    """Tokenised texts, ready for ``HookedCLIPText``."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    """Token ids, padded on the right."""
+    attention_mask: Int[Tensor, "batch pos"]
+    """1 for real tokens, 0 for padding."""
+
+
+@dataclass
+class CLIPInfo:
+    """Model-level facts; each tower has its own ``TowerConfig`` in ``.vision.cfg`` / ``.text.cfg``."""
+
+    model_name: str
+    """The spec the model was loaded from."""
+    family: str
+    """Architecture family: ``"clip"``."""
+    d_proj: int
+    """Width of the joint image-text space."""
+
+
+# Built-in configs for "random:NAME" (transformers CLIPConfig keyword arguments).
+RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        projection_dim=32,
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        text_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                         vocab_size=1000, max_position_embeddings=16),
+    ),
+    "vit-b-32": dict(
+        projection_dim=512,
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                           image_size=224, patch_size=32),
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+    ),
+}
+
+
+class HookedCLIP(nn.Module):
+    """A CLIP model as two hooked towers plus its tokenizer and image preprocessing.
+
+    Attributes:
+        vision: ``HookedCLIPVision``, TransformerLens hooks on the image tower.
+        text: ``HookedCLIPText``, TransformerLens hooks on the text tower.
+        cfg: ``CLIPInfo`` (model name, family, joint-space width).
+        logit_scale: the learned temperature, ``exp(logit_scale)`` multiplies cosine similarities.
+
+    Example:
+        >>> model = sl.load_clip("openai/clip-vit-base-patch32")
+        >>> img = model.encode_image(model.preprocess([pil_image]), normalize=True)   # [1, 512]
+        >>> txt = model.encode_text(["a photo of a cat"], normalize=True)            # [1, 512]
+    """
+
+    def __init__(
+        self,
+        vision: HookedCLIPVision,
+        text: HookedCLIPText,
+        cfg: CLIPInfo,
+        logit_scale: float = 0.0,
+        tokenizer: Any = None,
+        image_processor: Any = None,
+    ):
+        super().__init__()
+        self.vision = vision
+        self.text = text
+        self.cfg = cfg
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)), requires_grad=False)
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def tokenize(self, texts: str | Sequence[str]) -> TextTokens:
+        """Tokenise strings with the model's own tokenizer, padded and truncated to ``n_ctx``.
+
+        Example:
+            >>> toks = model.tokenize(["a red circle", "a dog"])
+            >>> toks.input_ids.shape     # [2, longest]
+        """
+        if self.tokenizer is None:
+            raise ValueError(
+                f"model {self.cfg.model_name!r} has no tokenizer: pass token ids instead, or "
+                "load_clip(model, tokenizer=AutoTokenizer.from_pretrained(...))"
+            )
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError("tokenize needs a non-empty list of strings")
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.text.cfg.n_ctx, return_tensors="pt"
+        )
+        device = self.text.W_proj.device
+        return TextTokens(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+
+    def preprocess(self, images: Any) -> Float[Tensor, "batch channel height width"]:
+        """Resize, crop and normalise images (PIL images, file paths or HWC uint8 arrays).
+
+        Grayscale and RGBA images are converted to RGB.
+
+        Example:
+            >>> pixels = model.preprocess([Image.open("cat.jpg")])   # [1, 3, 224, 224]
+        """
+        if self.image_processor is None:
+            raise ValueError(f"model {self.cfg.model_name!r} has no image processor; pass pixel tensors instead")
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if not images:
+            raise ValueError("preprocess needs at least one image")
+        from PIL import Image
+
+        loaded = [Image.open(im) if isinstance(im, (str, os.PathLike)) else im for im in images]
+        pixels = self.image_processor(images=loaded, return_tensors="pt")["pixel_values"]
+        return pixels.to(device=self.vision.W_proj.device, dtype=self.vision.W_proj.dtype)
+
+    # -- embeddings ----------------------------------------------------------------------------------
+    def encode_image(
+        self, pixels: Float[Tensor, "batch channel height width"], normalize: bool = False
+    ) -> Float[Tensor, "batch d_proj"]:
+        """Image embeddings in the joint space (``CLIPModel.get_image_features``)."""
+        embeds = self.vision(pixels)
+        return embeds / embeds.norm(dim=-1, keepdim=True) if normalize else embeds
+
+    def encode_text(
+        self, texts: str | Sequence[str] | TextTokens | Int[Tensor, "batch pos"], normalize: bool = False
+    ) -> Float[Tensor, "batch d_proj"]:
+        """Text embeddings in the joint space from strings, ``TextTokens`` or token ids."""
+        if isinstance(texts, Tensor):
+            embeds = self.text(texts)
+        else:
+            toks = texts if isinstance(texts, TextTokens) else self.tokenize(texts)
+            embeds = self.text(toks.input_ids, attention_mask=toks.attention_mask)
+        return embeds / embeds.norm(dim=-1, keepdim=True) if normalize else embeds
+
+    def summary(self) -> str:
+        """A short human-readable description: towers, sizes, hook names, parameter counts."""
+        lines = [f"HookedCLIP {self.cfg.model_name!r} (family {self.cfg.family}, joint space d_proj={self.cfg.d_proj})"]
+        for name, tower in (("vision", self.vision), ("text", self.text)):
+            c = tower.cfg
+            n_params = sum(p.numel() for p in tower.parameters())
+            extra = (
+                f"image {c.image_size}px, patch {c.patch_size}px, {c.n_patches} patches"
+                if c.modality == "vision"
+                else f"vocab {c.d_vocab}, context {c.n_ctx}"
+            )
+            hooks = list(tower.hook_dict)
+            per_block = [h.split(".", 2)[2] for h in hooks if h.startswith("blocks.0.")]
+            top = [h for h in hooks if not h.startswith("blocks.")]
+            lines += [
+                f"  {name}: {c.n_layers} layers x {c.n_heads} heads, d_model={c.d_model}, d_head={c.d_head}, "
+                f"d_mlp={c.d_mlp}, act={c.act_fn}; {extra}; {n_params:,} parameters",
+                f"    {len(hooks)} hook points; top level: {', '.join(top)}",
+                f"    per block (blocks.{{l}}.*): {', '.join(per_block)}",
+            ]
+        return "\n".join(lines)
+
+
+def _offline() -> bool:
+    import huggingface_hub.constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or env.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _not_available(spec: str, cause: Exception | None = None) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"cannot load {spec!r}: it is not a local directory and not in the Hugging Face cache"
+        + (" (offline mode is on)" if _offline() else " (and the hub could not be reached)")
+        + f". To make it available, run `huggingface-cli download {spec}` on a machine with network access "
+        "and copy its cache (~/.cache/huggingface) here, or save the model with "
+        "`CLIPModel.from_pretrained(...).save_pretrained(DIR)` and pass DIR. "
+        "Without any download, 'random:tiny' gives a small random CLIP."
+        + (f" (underlying error: {cause})" if cause else "")
+    )
+
+
+def _from_pretrained(cls: Any, spec: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained`` from the cache first; the hub only when it is allowed."""
+    try:
+        return cls.from_pretrained(spec, local_files_only=True, **kwargs)
+    except OSError as cached_err:
+        if _offline() or Path(spec).exists():
+            raise _not_available(spec, cached_err) from None
+    try:
+        return cls.from_pretrained(spec, **kwargs)
+    except OSError as err:
+        raise _not_available(spec, err) from None
+
+
+def _tokenizer_and_processor(spec: str) -> tuple[Any, Any]:
+    from transformers import AutoTokenizer, CLIPImageProcessorPil
+
+    parts = []
+    for cls in (AutoTokenizer, CLIPImageProcessorPil):
+        try:
+            parts.append(_from_pretrained(cls, spec))
+        except (ModelNotAvailableError, OSError, ValueError) as err:
+            logger.warning("%s: no %s found (%s); pass one explicitly", spec, cls.__name__, err)
+            parts.append(None)
+    return parts[0], parts[1]
+
+
+def _random_clip(name: str) -> Any:
+    from transformers import CLIPConfig, CLIPModel
+
+    if name not in RANDOM_CONFIGS:
+        raise ValueError(f"unknown random model 'random:{name}'; choose one of {[f'random:{k}' for k in RANDOM_CONFIGS]}")
+    torch.manual_seed(0)
+    return CLIPModel(CLIPConfig(**RANDOM_CONFIGS[name])).eval()
+
+
+def _default_processor(image_size: int) -> Any:
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+
+
+def load_clip(
+    spec: str | os.PathLike | Any,
+    *,
+    tokenizer: Any = None,
+    image_processor: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> HookedCLIP:
+    """Load a CLIP model as a ``HookedCLIP`` with TransformerLens hooks on both towers.
+
+    Args:
+        spec: ``"random:tiny"``, a Hugging Face id, a local directory, a transformers
+            ``CLIPModel`` instance, or a ``HookedCLIP``.
+        tokenizer: overrides the tokenizer found next to the checkpoint (needed for instances).
+        image_processor: overrides the image processor found next to the checkpoint.
+        device: where to put the towers (default: where the weights are, CPU for files).
+        dtype: parameter dtype (default: the checkpoint's).
+
+    Raises:
+        ModelNotAvailableError: the id is neither local nor cached and the hub is unreachable
+            or offline mode is on; the message says how to make it available.
+        ValueError: the spec or checkpoint is not a supported CLIP model.
+
+    Example:
+        >>> model = load_clip("random:tiny")
+        >>> model.vision.cfg.n_layers, model.vision.cfg.n_heads
+        (2, 4)
+    """
+    from transformers import CLIPModel, PreTrainedModel
+
+    if isinstance(spec, HookedCLIP):
+        model = spec
+    else:
+        if isinstance(spec, CLIPModel):
+            hf_model, name = spec, getattr(spec.config, "_name_or_path", "") or "custom"
+        elif isinstance(spec, PreTrainedModel):
+            raise ValueError(
+                f"load_clip takes a transformers CLIPModel, got {type(spec).__name__}; "
+                "SigLIP and OpenCLIP support is planned, see the README"
+            )
+        elif isinstance(spec, (str, os.PathLike)):
+            name = str(spec)
+            if not name.strip():
+                raise ValueError("load_clip needs a model spec, got an empty string; try 'random:tiny'")
+            if name == "toy":
+                raise ModelNotAvailableError(
+                    "the toy CLIP is not shipped in this release yet; use 'random:tiny' or a CLIPModel directory"
+                )
+            if name.startswith("random:"):
+                hf_model = _random_clip(name.split(":", 1)[1])
+            else:
+                hf_model = _load_hf_clip(name)
+                if tokenizer is None or image_processor is None:
+                    found_tok, found_proc = _tokenizer_and_processor(name)
+                    tokenizer = found_tok if tokenizer is None else tokenizer
+                    image_processor = found_proc if image_processor is None else image_processor
+        else:
+            raise TypeError(
+                f"load_clip takes a name, a directory or a CLIPModel, got {type(spec).__name__}"
+            )
+        vision, text = towers_from_hf(hf_model, model_name=name)
+        info = CLIPInfo(model_name=name, family="clip", d_proj=vision.cfg.d_proj)
+        if image_processor is None:
+            image_processor = _default_processor(vision.cfg.image_size)
+        model = HookedCLIP(vision, text, info, float(hf_model.logit_scale.detach()), tokenizer, image_processor)
+        model.eval()
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+        model.vision.cfg.device = model.text.cfg.device = str(model.vision.W_proj.device)
+    return model
+
+
+def _load_hf_clip(name: str) -> Any:
+    from transformers import AutoConfig, CLIPModel
+
+    config = _from_pretrained(AutoConfig, name)
+    if config.model_type != "clip":
+        raise ValueError(
+            f"{name!r} is a {config.model_type!r} checkpoint; this release of load_clip supports 'clip' "
+            "(transformers CLIPModel) only"
+        )
+    return _from_pretrained(CLIPModel, name).eval()

@@ -1,0 +1,407 @@
+"""CLIP towers as TransformerLens ``HookedRootModule``s.
+
+Both towers speak TransformerLens's vocabulary exactly: the hook names of ``HookedTransformer``
+(``blocks.{l}.attn.hook_z`` and friends, ``ln_final.hook_scale``), its weight shapes
+(``W_V [n_layers, n_heads, d_model, d_head]``), ``OV``/``QK`` as ``FactoredMatrix``, and
+``run_with_cache`` returning an ``ActivationCache`` whose helpers (``decompose_resid``,
+``stack_head_results``, ``apply_ln_to_stack``, ``cache["z", 3]``) work as on a language model.
+
+Vision tower, in the order the forward pass runs::
+
+    embed.hook_patches   [batch, pos, d_model]  CLS (position 0, when the family has one) + patch embeddings
+    embed.hook_pos       [batch, pos, d_model]  position embeddings
+    ln_pre.hook_scale / ln_pre.hook_normalized  (families with a pre-LayerNorm, such as CLIP)
+    hook_embed           [batch, pos, d_model]  what the embedding stage writes into the residual stream
+    blocks.{l}.hook_resid_pre ... blocks.{l}.hook_resid_post
+    ln_final.hook_scale / ln_final.hook_normalized   (applied to every token, not only CLS)
+
+``hook_embed`` is taken *after* ``ln_pre``: CLIP normalises the embeddings before the first block,
+so that is what enters the residual stream, and ``cache.decompose_resid()`` then sums exactly to
+the final residual. The vision tower has no ``hook_pos_embed`` for the same reason.
+
+Text tower: ``hook_embed`` (token embeddings) + ``hook_pos_embed`` = ``blocks.0.hook_resid_pre``,
+causal attention, ``ln_final``, pooling at the end-of-text token, as in transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.ActivationCache import ActivationCache
+from transformer_lens.FactoredMatrix import FactoredMatrix
+from transformer_lens.hook_points import HookPoint
+
+try:  # TransformerLens 3.x and 4.x
+    from transformer_lens.HookedRootModule import HookedRootModule
+except ImportError:  # TransformerLens 2.x
+    from transformer_lens.hook_points import HookedRootModule
+
+from sith_lens.adapters.components import LayerNorm, TransformerBlock
+
+Modality = Literal["vision", "text"]
+
+
+@dataclass
+class TowerConfig:
+    """Configuration of one tower. Field names follow ``HookedTransformerConfig`` where one exists."""
+
+    modality: Modality
+    """``"vision"`` or ``"text"``."""
+    n_layers: int
+    """Number of transformer blocks."""
+    n_heads: int
+    """Attention heads per block."""
+    d_model: int
+    """Width of the residual stream."""
+    d_head: int
+    """Width of one head; ``n_heads * d_head == d_model`` for CLIP."""
+    d_mlp: int
+    """Hidden width of the MLP."""
+    n_ctx: int
+    """Number of positions: ``1 + n_patches`` for a CLIP vision tower, the text context length."""
+    d_proj: int
+    """Width of the joint image-text space (after the projection)."""
+    act_fn: str = "quick_gelu"
+    """MLP activation: ``quick_gelu`` (OpenAI CLIP), ``gelu``, ``gelu_pytorch_tanh``."""
+    eps: float = 1e-5
+    """LayerNorm epsilon."""
+    image_size: int = 0
+    """Vision only: input height and width in pixels."""
+    patch_size: int = 0
+    """Vision only: side of a square patch in pixels."""
+    n_channels: int = 3
+    """Vision only: input channels."""
+    has_cls_token: bool = True
+    """Vision only: a learned CLS token at position 0, used for pooling."""
+    has_ln_pre: bool = True
+    """Vision only: a LayerNorm between the embeddings and the first block (``ln_pre``)."""
+    d_vocab: int = 0
+    """Text only: vocabulary size."""
+    eos_token_id: int = 2
+    """Text only: pooling token. 2 means "the highest token id" (OpenAI CLIP's legacy configs)."""
+    model_name: str = "custom"
+    """Where the weights came from."""
+    use_attn_result: bool = False
+    """Compute and hook per-head results ``blocks.{l}.attn.hook_result`` (memory heavy)."""
+    normalization_type: str = "LN"
+    """Read by ``ActivationCache.apply_ln_to_stack``; always LayerNorm here."""
+    attn_only: bool = False
+    """Read by ``ActivationCache.decompose_resid``; CLIP blocks always have an MLP."""
+    device: str = "cpu"
+    """Device of the parameters, kept in step by ``.to()``."""
+
+    @property
+    def n_patches(self) -> int:
+        """Vision only: number of patches, ``(image_size // patch_size) ** 2``."""
+        return (self.image_size // self.patch_size) ** 2 if self.patch_size else 0
+
+    @property
+    def grid_size(self) -> int:
+        """Vision only: patches per side."""
+        return self.image_size // self.patch_size if self.patch_size else 0
+
+    def __post_init__(self) -> None:
+        if self.modality not in ("vision", "text"):
+            raise ValueError(f"modality must be 'vision' or 'text', got {self.modality!r}")
+        if self.n_heads * self.d_head != self.d_model:
+            raise ValueError(
+                f"n_heads * d_head must equal d_model, got {self.n_heads} * {self.d_head} != {self.d_model}"
+            )
+        if self.modality == "vision":
+            if self.patch_size <= 0 or self.image_size % self.patch_size:
+                raise ValueError(
+                    f"image_size ({self.image_size}) must be a positive multiple of patch_size ({self.patch_size})"
+                )
+            if self.n_ctx != self.n_patches + int(self.has_cls_token):
+                raise ValueError(f"n_ctx must be n_patches + CLS = {self.n_patches + int(self.has_cls_token)}")
+        elif self.d_vocab <= 0:
+            raise ValueError("a text tower needs d_vocab > 0")
+
+
+class HookedCLIPTower(HookedRootModule):
+    """What both towers share: blocks, ``ln_final``, projection, stacked weights, caching."""
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def _build_trunk(self) -> None:
+        """Blocks, ``ln_final`` and projection; called by subclasses after their embeddings, so
+        that modules (and ``hook_dict``) are registered in the order the forward pass runs."""
+        cfg = self.cfg
+        self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.ln_final = LayerNorm(cfg.d_model, cfg.eps)
+        self.W_proj = nn.Parameter(torch.empty(cfg.d_model, cfg.d_proj))
+        nn.init.normal_(self.W_proj, std=cfg.d_model**-0.5)
+        self.setup()
+
+    # -- stacked weights, [n_layers, ...], as HookedTransformer exposes them ----------------------
+    def _stack(self, module: str, name: str) -> Tensor:
+        return torch.stack([getattr(getattr(b, module), name) for b in self.blocks])
+
+    @property
+    def W_Q(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("attn", "W_Q")
+
+    @property
+    def W_K(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("attn", "W_K")
+
+    @property
+    def W_V(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("attn", "W_V")
+
+    @property
+    def W_O(self) -> Float[Tensor, "n_layers n_heads d_head d_model"]:
+        return self._stack("attn", "W_O")
+
+    @property
+    def b_Q(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack("attn", "b_Q")
+
+    @property
+    def b_K(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack("attn", "b_K")
+
+    @property
+    def b_V(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack("attn", "b_V")
+
+    @property
+    def b_O(self) -> Float[Tensor, "n_layers d_model"]:
+        return self._stack("attn", "b_O")
+
+    @property
+    def W_in(self) -> Float[Tensor, "n_layers d_model d_mlp"]:
+        return self._stack("mlp", "W_in")
+
+    @property
+    def W_out(self) -> Float[Tensor, "n_layers d_mlp d_model"]:
+        return self._stack("mlp", "W_out")
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """``W_V @ W_O`` for every head, ``[n_layers, n_heads, d_model, d_model]``, kept factored.
+
+        Example:
+            >>> U, S, V = model.vision.OV[3, 5].svd()   # one head's OV circuit
+        """
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """``W_Q @ W_K^T`` for every head, ``[n_layers, n_heads, d_model, d_model]``, kept factored."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    # -- TransformerLens conveniences --------------------------------------------------------------
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """Turn per-head results (``blocks.{l}.attn.hook_result``) on or off, as in TransformerLens."""
+        self.cfg.use_attn_result = use_attn_result
+
+    def run_with_cache(
+        self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
+    ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
+        """Run the tower and cache activations; returns ``(output, ActivationCache)``.
+
+        Takes the same arguments as ``HookedRootModule.run_with_cache`` (``names_filter``,
+        ``device``, ``incl_bwd``...) plus the tower's own forward arguments.
+
+        Example:
+            >>> embeds, cache = model.vision.run_with_cache(pixels)
+            >>> cache["pattern", 0].shape   # [batch, n_heads, pos, pos]
+        """
+        out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if return_cache_object:
+            return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
+        return out, cache_dict
+
+    def to(self, *args: Any, **kwargs: Any) -> HookedCLIPTower:
+        module = super().to(*args, **kwargs)
+        self.cfg.device = str(self.W_proj.device)
+        return module
+
+    def _run_blocks(self, resid: Tensor, mask: Tensor | None = None) -> Tensor:
+        for block in self.blocks:
+            resid = block(resid, mask)
+        return self.ln_final(resid)
+
+    def _project_output(
+        self, normalized: Tensor, pooled: Tensor, return_type: str | None
+    ) -> Tensor | None:
+        if return_type == "embed":
+            return pooled @ self.W_proj
+        if return_type == "tokens":
+            return normalized @ self.W_proj
+        if return_type is None:
+            return None
+        raise ValueError(f"return_type must be 'embed', 'tokens' or None, got {return_type!r}")
+
+
+class VisionEmbed(nn.Module):
+    """Patch embedding (a linear map of flattened patches), CLS token and position embeddings."""
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.cfg = cfg
+        patch_dim = cfg.n_channels * cfg.patch_size**2
+        self.W_E = nn.Parameter(torch.randn(patch_dim, cfg.d_model) * patch_dim**-0.5)
+        """``[n_channels * patch_size**2, d_model]``; a patch is flattened as (channel, row, column)."""
+        self.cls_token = nn.Parameter(torch.randn(cfg.d_model) * 0.02) if cfg.has_cls_token else None
+        self.W_pos = nn.Parameter(torch.randn(cfg.n_ctx, cfg.d_model) * 0.02)
+        self.hook_patches = HookPoint()
+        self.hook_pos = HookPoint()
+
+    def forward(self, pixels: Float[Tensor, "batch channel height width"]) -> Float[Tensor, "batch pos d_model"]:
+        cfg = self.cfg
+        b, c, height, width = pixels.shape
+        g, p = cfg.grid_size, cfg.patch_size
+        patches = pixels.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c * p * p)
+        tokens = patches.to(self.W_E.dtype) @ self.W_E
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(b, 1, -1), tokens], dim=1)
+        tokens = self.hook_patches(tokens)
+        return tokens + self.hook_pos(self.W_pos.expand(b, -1, -1))
+
+
+class HookedCLIPVision(HookedCLIPTower):
+    """A CLIP vision tower with TransformerLens hooks.
+
+    ``forward(pixels)`` returns the image embedding in the joint space, ``[batch, d_proj]``, equal
+    to ``CLIPModel.get_image_features`` (unnormalised).
+
+    Example:
+        >>> model = sl.load_clip("random:tiny")
+        >>> pixels = torch.randn(2, 3, 32, 32)
+        >>> embeds, cache = model.vision.run_with_cache(pixels)
+        >>> embeds.shape, cache["z", -1].shape     # [2, d_proj], [2, pos, n_heads, d_head]
+    """
+
+    def __init__(self, cfg: TowerConfig):
+        if cfg.modality != "vision":
+            raise ValueError("HookedCLIPVision needs a TowerConfig with modality='vision'")
+        super().__init__(cfg)
+        self.embed = VisionEmbed(cfg)
+        self.ln_pre = LayerNorm(cfg.d_model, cfg.eps) if cfg.has_ln_pre else None
+        self.hook_embed = HookPoint()
+        self._build_trunk()
+
+    def _check_pixels(self, pixels: Tensor) -> None:
+        size = self.cfg.image_size
+        if not isinstance(pixels, Tensor):
+            raise TypeError(f"pixels must be a torch.Tensor, got {type(pixels).__name__}; use model.preprocess(images)")
+        if pixels.ndim != 4 or pixels.shape[1:] != (self.cfg.n_channels, size, size):
+            raise ValueError(
+                f"pixels must have shape [batch, {self.cfg.n_channels}, {size}, {size}], got {list(pixels.shape)}; "
+                "use model.preprocess(images) to resize and normalise images"
+            )
+
+    def forward(
+        self,
+        pixels: Float[Tensor, "batch channel height width"],
+        return_type: Literal["embed", "tokens"] | None = "embed",
+    ) -> Float[Tensor, "batch d_proj"] | Float[Tensor, "batch pos d_proj"] | None:
+        """Run the tower.
+
+        Args:
+            pixels: preprocessed images (``HookedCLIP.preprocess``).
+            return_type: ``"embed"``, the pooled image embedding ``[batch, d_proj]``;
+                ``"tokens"``, every token through ``ln_final`` and the projection,
+                ``[batch, pos, d_proj]``; ``None``, nothing (for caching only).
+        """
+        self._check_pixels(pixels)
+        resid = self.embed(pixels)
+        if self.ln_pre is not None:
+            resid = self.ln_pre(resid)
+        normalized = self._run_blocks(self.hook_embed(resid))
+        return self._project_output(normalized, normalized[:, 0], return_type)
+
+
+class HookedCLIPText(HookedCLIPTower):
+    """A CLIP text tower with TransformerLens hooks.
+
+    ``forward(tokens, attention_mask)`` returns the text embedding in the joint space,
+    ``[batch, d_proj]``, equal to ``CLIPModel.get_text_features`` (unnormalised).
+
+    Example:
+        >>> toks = model.tokenize(["a red circle", "a blue square"])
+        >>> embeds, cache = model.text.run_with_cache(toks.input_ids, attention_mask=toks.attention_mask)
+    """
+
+    def __init__(self, cfg: TowerConfig):
+        if cfg.modality != "text":
+            raise ValueError("HookedCLIPText needs a TowerConfig with modality='text'")
+        super().__init__(cfg)
+        self.embed = nn.Module()
+        self.embed.W_E = nn.Parameter(torch.randn(cfg.d_vocab, cfg.d_model) * 0.02)
+        self.pos_embed = nn.Module()
+        self.pos_embed.W_pos = nn.Parameter(torch.randn(cfg.n_ctx, cfg.d_model) * 0.01)
+        self.hook_embed = HookPoint()
+        self.hook_pos_embed = HookPoint()
+        self._build_trunk()
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
+        return self.pos_embed.W_pos
+
+    def pool_positions(self, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, " batch"]:
+        """Index of the end-of-text token that pools each sequence (transformers' rule)."""
+        if self.cfg.eos_token_id == 2:  # legacy OpenAI configs: EOT is the highest id
+            return tokens.argmax(dim=-1)
+        return (tokens == self.cfg.eos_token_id).int().argmax(dim=-1)
+
+    def _check_tokens(self, tokens: Tensor, attention_mask: Tensor | None) -> None:
+        if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int32, torch.int64) or tokens.ndim != 2:
+            got = f"{tokens.dtype} tensor of shape {list(tokens.shape)}" if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise TypeError(f"tokens must be an integer tensor [batch, pos], got {got}; use model.tokenize(texts)")
+        if tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(f"sequence length {tokens.shape[1]} exceeds the context length n_ctx={self.cfg.n_ctx}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.cfg.d_vocab):
+            raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab}); got range [{tokens.min()}, {tokens.max()}]")
+        if attention_mask is not None and attention_mask.shape != tokens.shape:
+            raise ValueError(
+                f"attention_mask shape {list(attention_mask.shape)} does not match tokens {list(tokens.shape)}"
+            )
+
+    def _mask(self, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Additive mask ``[batch, 1, pos, pos]``: causal, and padding keys hidden."""
+        n = tokens.shape[1]
+        dtype = self.W_E.dtype
+        allowed = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()[None, None]
+        if attention_mask is not None:
+            allowed = allowed & attention_mask.bool()[:, None, None, :]
+        return torch.zeros(allowed.shape, dtype=dtype, device=tokens.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
+
+    def forward(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        attention_mask: Int[Tensor, "batch pos"] | None = None,
+        return_type: Literal["embed", "tokens"] | None = "embed",
+    ) -> Float[Tensor, "batch d_proj"] | Float[Tensor, "batch pos d_proj"] | None:
+        """Run the tower.
+
+        Args:
+            tokens: token ids from ``HookedCLIP.tokenize``.
+            attention_mask: 1 for real tokens, 0 for padding (optional: CLIP pools at the
+                end-of-text token, which causal attention keeps clear of later padding).
+            return_type: ``"embed"`` ``[batch, d_proj]``, ``"tokens"`` ``[batch, pos, d_proj]`` or None.
+        """
+        self._check_tokens(tokens, attention_mask)
+        resid = self.hook_embed(self.W_E[tokens]) + self.hook_pos_embed(self.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1))
+        normalized = self._run_blocks(resid, self._mask(tokens, attention_mask))
+        pooled = normalized[torch.arange(tokens.shape[0], device=tokens.device), self.pool_positions(tokens)]
+        return self._project_output(normalized, pooled, return_type)
+
+
+def clone_config(cfg: TowerConfig, **changes: Any) -> TowerConfig:
+    """A copy of ``cfg`` with some fields changed (configs are mutable, so never share one)."""
+    return replace(cfg, **changes)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create (or reuse) a virtual environment and install sith-lens into it.
+#
+#   bash scripts/install.sh [VENV_DIR]        (default: .venv)
+#
+# torch is installed first, and only when none is importable in that environment:
+# an existing torch (for example a CUDA build) is kept. TORCH_SPEC overrides the pin
+# (default torch==2.13.0, a CPU wheel from local disk on the project machines, the
+# default CUDA wheel from PyPI elsewhere).
+set -euo pipefail
+venv="${1:-.venv}"
+torch_spec="${TORCH_SPEC:-torch==2.13.0}"
+python="${PYTHON:-python3}"
+
+quiet_pip() {  # pip prints one harmless "Location ... is ignored" line per local index entry
+    "$venv/bin/python" -m pip "$@" 2>&1 | grep -v "is ignored" || true
+    return "${PIPESTATUS[0]}"
+}
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+if "$venv/bin/python" -c "import torch" 2>/dev/null; then
+    echo "install: keeping torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
+else
+    echo "install: no torch importable, installing $torch_spec"
+    quiet_pip install -q "$torch_spec"
+fi
+quiet_pip install -q -e ".[dev]"
+"$venv/bin/python" -c "import sith_lens, torch; print(f'install: sith_lens {sith_lens.__version__}, torch {torch.__version__}')"
