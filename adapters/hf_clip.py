@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import re
+
 import einops
 import torch
 from torch import Tensor
@@ -28,8 +30,14 @@ class WeightMap(NamedTuple):
     """einops pattern from theirs to ours (``None``: same layout)."""
 
 
-def _rearrange(t: Tensor, pattern: str, n_heads: int) -> Tensor:
-    return einops.rearrange(t, pattern, **({"h": n_heads} if "h" in pattern.split() or "(h" in pattern else {}))
+def _rearrange(t: Tensor, pattern: str, sizes: dict[str, int]) -> Tensor:
+    axes = set(re.findall(r"\w+", pattern))
+    return einops.rearrange(t, pattern, **{k: v for k, v in sizes.items() if k in axes})
+
+
+def axis_sizes(cfg: TowerConfig) -> dict[str, int]:
+    """The axis lengths the patterns need to split a grouped axis: heads, channels, patch side."""
+    return {"h": cfg.n_heads, "c": cfg.n_channels, "p1": cfg.patch_size}
 
 
 def _reverse(pattern: str) -> str:
@@ -57,6 +65,10 @@ def _layer_maps(ours: str, theirs: str) -> list[WeightMap]:
     return maps
 
 
+def _all_layer_maps(cfg: TowerConfig, prefix: str) -> list[WeightMap]:
+    return [m for layer in range(cfg.n_layers) for m in _layer_maps(f"blocks.{layer}", f"{prefix}encoder.layers.{layer}")]
+
+
 def _ln(ours: str, theirs: str) -> list[WeightMap]:
     return [WeightMap(f"{ours}.w", f"{theirs}.weight", None), WeightMap(f"{ours}.b", f"{theirs}.bias", None)]
 
@@ -71,9 +83,7 @@ def vision_weight_maps(cfg: TowerConfig, prefix: str = "vision_model.") -> list[
         *_ln("ln_final", f"{prefix}post_layernorm"),
         WeightMap("W_proj", "visual_projection.weight", "p d -> d p"),
     ]
-    for layer in range(cfg.n_layers):
-        maps += _layer_maps(f"blocks.{layer}", f"{prefix}encoder.layers.{layer}")
-    return maps
+    return maps + _all_layer_maps(cfg, prefix)
 
 
 def text_weight_maps(cfg: TowerConfig, prefix: str = "text_model.") -> list[WeightMap]:
@@ -84,12 +94,10 @@ def text_weight_maps(cfg: TowerConfig, prefix: str = "text_model.") -> list[Weig
         *_ln("ln_final", f"{prefix}final_layer_norm"),
         WeightMap("W_proj", "text_projection.weight", "p d -> d p"),
     ]
-    for layer in range(cfg.n_layers):
-        maps += _layer_maps(f"blocks.{layer}", f"{prefix}encoder.layers.{layer}")
-    return maps
+    return maps + _all_layer_maps(cfg, prefix)
 
 
-def to_ours(hf_state: dict[str, Tensor], maps: list[WeightMap], n_heads: int) -> dict[str, Tensor]:
+def to_ours(hf_state: dict[str, Tensor], maps: list[WeightMap], sizes: dict[str, int]) -> dict[str, Tensor]:
     """Convert a transformers state dict to the hooked layout (only the tensors in ``maps``)."""
     missing = [m.theirs for m in maps if m.theirs not in hf_state]
     if missing:
@@ -97,15 +105,15 @@ def to_ours(hf_state: dict[str, Tensor], maps: list[WeightMap], n_heads: int) ->
     out = {}
     for m in maps:
         t = hf_state[m.theirs]
-        t = _rearrange(t, m.pattern, n_heads) if m.pattern else t
+        t = _rearrange(t, m.pattern, sizes) if m.pattern else t
         out[m.ours] = t.detach().clone().contiguous()  # never share storage with the source model
     return out
 
 
-def to_theirs(our_state: dict[str, Tensor], maps: list[WeightMap], n_heads: int) -> dict[str, Tensor]:
+def to_theirs(our_state: dict[str, Tensor], maps: list[WeightMap], sizes: dict[str, int]) -> dict[str, Tensor]:
     """Convert a hooked tower's state dict back to the transformers layout."""
     return {
-        m.theirs: (_rearrange(our_state[m.ours], _reverse(m.pattern), n_heads) if m.pattern else our_state[m.ours]).contiguous()
+        m.theirs: (_rearrange(our_state[m.ours], _reverse(m.pattern), sizes) if m.pattern else our_state[m.ours]).contiguous()
         for m in maps
     }
 
@@ -161,6 +169,6 @@ def towers_from_hf(hf_model, model_name: str = "custom") -> tuple[HookedCLIPVisi
     for cls, cfg, maps in ((HookedCLIPVision, vcfg, vision_weight_maps(vcfg)), (HookedCLIPText, tcfg, text_weight_maps(tcfg))):
         with torch.device("meta"):
             tower = cls(cfg)
-        tower.load_state_dict(to_ours(state, maps, cfg.n_heads), strict=True, assign=True)
+        tower.load_state_dict(to_ours(state, maps, axis_sizes(cfg)), strict=True, assign=True)
         towers.append(tower.to(dtype=dtype))
     return towers[0], towers[1]

@@ -208,12 +208,29 @@ def _not_available(spec: str, cause: Exception | None = None) -> ModelNotAvailab
     )
 
 
-def _from_pretrained(cls: Any, spec: str, **kwargs: Any) -> Any:
-    """``cls.from_pretrained`` from the cache first; the hub only when it is allowed."""
+def _local_checkpoint(name: str) -> Path | None:
+    """The checkpoint directory ``name`` points to, or None when ``name`` is a hub id."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"{name!r} is not a checkpoint directory (no config.json in it); "
+                "write one with model.save_pretrained(DIR)"
+            )
+        return path
+    if name.startswith(("/", ".", "~")) or name.count("/") != 1 or "\\" in name:
+        raise ModelNotAvailableError(
+            f"{name!r} is neither an existing directory nor a Hugging Face id of the form 'org/name'"
+        )
+    return None
+
+
+def _from_hub(cls: Any, spec: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(spec)`` from the cache first; the hub only when it is allowed."""
     try:
         return cls.from_pretrained(spec, local_files_only=True, **kwargs)
     except OSError as cached_err:
-        if _offline() or Path(spec).exists():
+        if _offline():
             raise _not_available(spec, cached_err) from None
     try:
         return cls.from_pretrained(spec, **kwargs)
@@ -221,17 +238,25 @@ def _from_pretrained(cls: Any, spec: str, **kwargs: Any) -> Any:
         raise _not_available(spec, err) from None
 
 
-def _tokenizer_and_processor(spec: str) -> tuple[Any, Any]:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def _tokenizer_and_processor(name: str, local: Path | None) -> tuple[Any, Any]:
+    """The tokenizer and image processor saved with a checkpoint; None for each one that is absent."""
     from transformers import AutoTokenizer, CLIPImageProcessorPil
 
-    parts = []
-    for cls in (AutoTokenizer, CLIPImageProcessorPil):
+    found = []
+    for cls, files in ((AutoTokenizer, TOKENIZER_FILES), (CLIPImageProcessorPil, ("preprocessor_config.json",))):
+        if local is not None and not any((local / f).is_file() for f in files):
+            logger.info("%s has none of %s; %s not loaded", name, files, cls.__name__)
+            found.append(None)
+            continue
         try:
-            parts.append(_from_pretrained(cls, spec))
-        except (ModelNotAvailableError, OSError, ValueError) as err:
-            logger.warning("%s: no %s found (%s); pass one explicitly", spec, cls.__name__, err)
-            parts.append(None)
-    return parts[0], parts[1]
+            found.append(cls.from_pretrained(local) if local is not None else _from_hub(cls, name))
+        except (OSError, ValueError) as err:
+            logger.warning("%s: could not load its %s (%s); pass one to load_clip", name, cls.__name__, err)
+            found.append(None)
+    return found[0], found[1]
 
 
 def _random_clip(name: str) -> Any:
@@ -300,9 +325,10 @@ def load_clip(
             if name.startswith("random:"):
                 hf_model = _random_clip(name.split(":", 1)[1])
             else:
-                hf_model = _load_hf_clip(name)
+                local = _local_checkpoint(name)
+                hf_model = _load_hf_clip(name, local)
                 if tokenizer is None or image_processor is None:
-                    found_tok, found_proc = _tokenizer_and_processor(name)
+                    found_tok, found_proc = _tokenizer_and_processor(name, local)
                     tokenizer = found_tok if tokenizer is None else tokenizer
                     image_processor = found_proc if image_processor is None else image_processor
         else:
@@ -317,17 +343,16 @@ def load_clip(
         model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
-        model.vision.cfg.device = model.text.cfg.device = str(model.vision.W_proj.device)
     return model
 
 
-def _load_hf_clip(name: str) -> Any:
+def _load_hf_clip(name: str, local: Path | None) -> Any:
     from transformers import AutoConfig, CLIPModel
 
-    config = _from_pretrained(AutoConfig, name)
+    config = AutoConfig.from_pretrained(local) if local is not None else _from_hub(AutoConfig, name)
     if config.model_type != "clip":
         raise ValueError(
             f"{name!r} is a {config.model_type!r} checkpoint; this release of load_clip supports 'clip' "
             "(transformers CLIPModel) only"
         )
-    return _from_pretrained(CLIPModel, name).eval()
+    return (CLIPModel.from_pretrained(local) if local is not None else _from_hub(CLIPModel, name)).eval()

@@ -25,7 +25,7 @@ causal attention, ``ln_final``, pooling at the end-of-text token, as in transfor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -219,8 +219,9 @@ class HookedCLIPTower(HookedRootModule):
             return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
         return out, cache_dict
 
-    def to(self, *args: Any, **kwargs: Any) -> HookedCLIPTower:
-        module = super().to(*args, **kwargs)
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> HookedCLIPTower:
+        # every .to()/.cuda()/.half(), also when called on a parent module, ends here
+        module = super()._apply(fn, *args, **kwargs)
         self.cfg.device = str(self.W_proj.device)
         return module
 
@@ -401,7 +402,3 @@ class HookedCLIPText(HookedCLIPTower):
         pooled = normalized[torch.arange(tokens.shape[0], device=tokens.device), self.pool_positions(tokens)]
         return self._project_output(normalized, pooled, return_type)
 
-
-def clone_config(cfg: TowerConfig, **changes: Any) -> TowerConfig:
-    """A copy of ``cfg`` with some fields changed (configs are mutable, so never share one)."""
-    return replace(cfg, **changes)

@@ -82,8 +82,13 @@ def test_bad_specs(spec, error, words):
 
 
 def test_missing_directory_is_not_sent_to_the_hub(tmp_path):
-    with pytest.raises(sl.ModelNotAvailableError, match="not a local directory"):
+    with pytest.raises(sl.ModelNotAvailableError, match="neither an existing directory"):
         sl.load_clip(tmp_path / "missing" / "dir")
+
+
+def test_directory_without_checkpoint_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="no config.json"):
+        sl.load_clip(tmp_path)
 
 
 def test_non_clip_checkpoint_is_rejected(tmp_path):
@@ -127,3 +132,28 @@ def test_cli_reports_errors_without_traceback():
     assert proc.returncode == 2
     assert "sith-lens: error: cannot load 'nobody/no-such-clip-model'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
+def test_saved_directory_matches_transformers(tmp_path, act):
+    from transformers import CLIPModel
+
+    make_hf_clip(act=act, seed=3).save_pretrained(tmp_path)
+    reference = CLIPModel.from_pretrained(tmp_path).eval()
+    model = sl.load_clip(str(tmp_path))
+    assert model.vision.cfg.act_fn == act and model.tokenizer is None
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = reference.get_image_features(pixel_values=pixels).pooler_output
+        torch.testing.assert_close(model.encode_image(pixels), want, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_maps_round_trip(hf_tiny, tiny):
+    """Converting the hooked weights back gives transformers' state dict exactly (used by exports)."""
+    from sith_lens.adapters.hf_clip import axis_sizes, text_weight_maps, to_theirs, vision_weight_maps
+
+    hf_state = hf_tiny.state_dict()
+    for tower, maps in ((tiny.vision, vision_weight_maps(tiny.vision.cfg)), (tiny.text, text_weight_maps(tiny.text.cfg))):
+        back = to_theirs(tower.state_dict(), maps, axis_sizes(tower.cfg))
+        for name, tensor in back.items():
+            torch.testing.assert_close(tensor, hf_state[name], rtol=0, atol=0)

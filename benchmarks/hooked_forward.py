@@ -1,0 +1,85 @@
+"""Forward-pass speed of the hooked vision tower against transformers' CLIPVisionModel.
+
+Both run the same random ViT-B/32 weights (224 px, 12 layers x 12 heads) on the same batch, in one
+process, interleaved, so that machine noise hits both alike. Three timings:
+
+- transformers ``CLIPModel.get_image_features`` (the baseline; its default attention backend);
+- ``HookedCLIPVision.forward`` with no hooks attached;
+- ``HookedCLIPVision.run_with_cache`` (every hook cached, attention patterns materialised).
+
+The last line printed is JSON: ``{"ratio_no_hooks": ..., "ratio_with_cache": ..., ...}`` where a
+ratio is our median time over the baseline's. Target: ``ratio_no_hooks <= 1.15``.
+
+    python benchmarks/hooked_forward.py [--batch 16] [--repeats 7] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def timed(fn, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    import sith_lens as sl
+    from sith_lens.adapters.loading import _random_clip
+
+    hf = _random_clip("vit-b-32").to(args.device)
+    model = sl.load_clip(hf, device=args.device)
+    torch.manual_seed(0)
+    pixels = torch.randn(args.batch, 3, 224, 224, device=args.device)
+
+    with torch.inference_mode():
+        # parity on this very batch, so that the timing compares like with like
+        ref = hf.get_image_features(pixel_values=pixels).pooler_output
+        ours = model.vision(pixels)
+        parity = ((ours - ref).norm() / ref.norm()).item()
+
+        runs = {
+            "transformers": lambda: hf.get_image_features(pixel_values=pixels),
+            "hooked_no_hooks": lambda: model.vision(pixels),
+            "hooked_run_with_cache": lambda: model.vision.run_with_cache(pixels),
+        }
+        for fn in runs.values():  # warm-up
+            fn()
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                times[name].append(timed(fn, args.device))
+
+    med = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in med.items():
+        print(f"{name:>24}: median {t * 1000:8.1f} ms over {args.repeats} runs (batch {args.batch})")
+    result = {
+        "ratio_no_hooks": round(med["hooked_no_hooks"] / med["transformers"], 3),
+        "ratio_with_cache": round(med["hooked_run_with_cache"] / med["transformers"], 3),
+        "transformers_ms": round(med["transformers"] * 1000, 1),
+        "parity_rel_err": parity,
+        "batch": args.batch,
+        "device": args.device,
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
