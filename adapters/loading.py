@@ -151,14 +151,22 @@ class HookedCLIP(nn.Module):
     def encode_image(
         self, pixels: Float[Tensor, "batch channel height width"], normalize: bool = False
     ) -> Float[Tensor, "batch d_proj"]:
-        """Image embeddings in the joint space (``CLIPModel.get_image_features``)."""
+        """Image embeddings in the joint space (``CLIPModel.get_image_features``).
+
+        Example:
+            >>> model.encode_image(model.preprocess(["cat.jpg"]), normalize=True).shape   # [1, d_proj]
+        """
         embeds = self.vision(pixels)
         return embeds / embeds.norm(dim=-1, keepdim=True) if normalize else embeds
 
     def encode_text(
         self, texts: str | Sequence[str] | TextTokens | Int[Tensor, "batch pos"], normalize: bool = False
     ) -> Float[Tensor, "batch d_proj"]:
-        """Text embeddings in the joint space from strings, ``TextTokens`` or token ids."""
+        """Text embeddings in the joint space from strings, ``TextTokens`` or token ids.
+
+        Example:
+            >>> model.encode_text(["a photo of a cat", "a dog"], normalize=True).shape   # [2, d_proj]
+        """
         if isinstance(texts, Tensor):
             embeds = self.text(texts)
         else:
@@ -218,7 +226,7 @@ def _local_checkpoint(name: str) -> Path | None:
                 "write one with model.save_pretrained(DIR)"
             )
         return path
-    if name.startswith(("/", ".", "~")) or name.count("/") != 1 or "\\" in name:
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
         raise ModelNotAvailableError(
             f"{name!r} is neither an existing directory nor a Hugging Face id of the form 'org/name'"
         )
