@@ -141,9 +141,16 @@ class HookedCLIP(nn.Module):
             images = [images]
         if not images:
             raise ValueError("preprocess needs at least one image")
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        loaded = [Image.open(im) if isinstance(im, (str, os.PathLike)) else im for im in images]
+        loaded = []
+        for im in images:
+            if isinstance(im, (str, os.PathLike)):
+                try:
+                    im = Image.open(im)
+                except (FileNotFoundError, UnidentifiedImageError) as err:
+                    raise ValueError(f"cannot read {str(im)!r} as an image ({err}); pass PNG/JPEG files or PIL images") from None
+            loaded.append(im)
         pixels = self.image_processor(images=loaded, return_tensors="pt")["pixel_values"]
         return pixels.to(device=self.vision.W_proj.device, dtype=self.vision.W_proj.dtype)
 

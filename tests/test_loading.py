@@ -48,6 +48,15 @@ def test_preprocess_handles_grayscale_rgba_and_odd_sizes(tiny):
     assert tiny.encode_image(pixels, normalize=True).norm(dim=-1).allclose(torch.ones(3))
 
 
+def test_preprocess_rejects_files_that_are_not_images(tiny, tmp_path):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not an image")
+    with pytest.raises(ValueError, match="cannot read .*notes.txt.* as an image"):
+        tiny.preprocess([text_file])
+    with pytest.raises(ValueError, match="as an image"):
+        tiny.preprocess(str(tmp_path / "missing.png"))
+
+
 def test_random_spec_is_seeded():
     a, b = sl.load_clip("random:tiny"), sl.load_clip("random:tiny")
     torch.testing.assert_close(a.vision.W_V, b.vision.W_V)
