@@ -279,8 +279,9 @@ def _random_clip(name: str) -> Any:
 
     if name not in RANDOM_CONFIGS:
         raise ValueError(f"unknown random model 'random:{name}'; choose one of {[f'random:{k}' for k in RANDOM_CONFIGS]}")
-    torch.manual_seed(0)
-    return CLIPModel(CLIPConfig(**RANDOM_CONFIGS[name])).eval()
+    with torch.random.fork_rng():  # seeded, without touching the caller's random state
+        torch.manual_seed(0)
+        return CLIPModel(CLIPConfig(**RANDOM_CONFIGS[name])).eval()
 
 
 def _default_processor(image_size: int) -> Any:
@@ -317,48 +318,50 @@ def load_clip(
         >>> model.vision.cfg.n_layers, model.vision.cfg.n_heads
         (2, 4)
     """
-    from transformers import CLIPModel, PreTrainedModel
-
     if isinstance(spec, HookedCLIP):
         model = spec
     else:
-        if isinstance(spec, CLIPModel):
-            hf_model, name = spec, getattr(spec.config, "_name_or_path", "") or "custom"
-        elif isinstance(spec, PreTrainedModel):
-            raise ValueError(
-                f"load_clip takes a transformers CLIPModel, got {type(spec).__name__}; "
-                "SigLIP and OpenCLIP support is planned, see the README"
-            )
-        elif isinstance(spec, (str, os.PathLike)):
-            name = str(spec)
-            if not name.strip():
-                raise ValueError("load_clip needs a model spec, got an empty string; try 'random:tiny'")
-            if name == "toy":
-                raise ModelNotAvailableError(
-                    "the toy CLIP is not shipped in this release yet; use 'random:tiny' or a CLIPModel directory"
-                )
-            if name.startswith("random:"):
-                hf_model = _random_clip(name.split(":", 1)[1])
-            else:
-                local = _local_checkpoint(name)
-                hf_model = _load_hf_clip(name, local)
-                if tokenizer is None or image_processor is None:
-                    found_tok, found_proc = _tokenizer_and_processor(name, local)
-                    tokenizer = found_tok if tokenizer is None else tokenizer
-                    image_processor = found_proc if image_processor is None else image_processor
-        else:
-            raise TypeError(
-                f"load_clip takes a name, a directory or a CLIPModel, got {type(spec).__name__}"
-            )
+        hf_model, name, found_tok, found_proc = _hf_clip_from_spec(spec)
         vision, text = towers_from_hf(hf_model, model_name=name)
-        info = CLIPInfo(model_name=name, family="clip", d_proj=vision.cfg.d_proj)
-        if image_processor is None:
-            image_processor = _default_processor(vision.cfg.image_size)
-        model = HookedCLIP(vision, text, info, float(hf_model.logit_scale.detach()), tokenizer, image_processor)
-        model.eval()
+        model = HookedCLIP(
+            vision,
+            text,
+            CLIPInfo(model_name=name, family="clip", d_proj=vision.cfg.d_proj),
+            logit_scale=float(hf_model.logit_scale.detach()),
+            tokenizer=found_tok if tokenizer is None else tokenizer,
+            image_processor=found_proc if image_processor is None else image_processor,
+        ).eval()
+        if model.image_processor is None:
+            model.image_processor = _default_processor(vision.cfg.image_size)
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def _hf_clip_from_spec(spec: Any) -> tuple[Any, str, Any, Any]:
+    """``(CLIPModel, name, tokenizer or None, image processor or None)`` for any accepted spec."""
+    from transformers import CLIPModel, PreTrainedModel
+
+    if isinstance(spec, CLIPModel):
+        return spec, getattr(spec.config, "_name_or_path", "") or "custom", None, None
+    if isinstance(spec, PreTrainedModel):
+        raise ValueError(
+            f"load_clip takes a transformers CLIPModel, got {type(spec).__name__}; "
+            "SigLIP and OpenCLIP support is planned, see the README"
+        )
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"load_clip takes a name, a directory or a CLIPModel, got {type(spec).__name__}")
+    name = str(spec)
+    if not name.strip():
+        raise ValueError("load_clip needs a model spec, got an empty string; try 'random:tiny'")
+    if name == "toy":
+        raise ModelNotAvailableError(
+            "the toy CLIP is not shipped in this release yet; use 'random:tiny' or a CLIPModel directory"
+        )
+    if name.startswith("random:"):
+        return _random_clip(name.split(":", 1)[1]), name, None, None
+    local = _local_checkpoint(name)
+    return (_load_hf_clip(name, local), name, *_tokenizer_and_processor(name, local))
 
 
 def _load_hf_clip(name: str, local: Path | None) -> Any:

@@ -230,27 +230,29 @@ class HookedCLIPTower(HookedRootModule):
             resid = block(resid, mask)
         return self.ln_final(resid)
 
-    def _project_output(
-        self, normalized: Tensor, pooled: Tensor, return_type: str | None
-    ) -> Tensor | None:
-        if return_type == "embed":
-            return pooled @ self.W_proj
-        if return_type == "tokens":
-            return normalized @ self.W_proj
+    @staticmethod
+    def _check_return_type(return_type: str | None) -> None:
+        if return_type not in ("embed", "tokens", None):
+            raise ValueError(f"return_type must be 'embed', 'tokens' or None, got {return_type!r}")
+
+    def _project_output(self, normalized: Tensor, pooled: Tensor, return_type: str | None) -> Tensor | None:
         if return_type is None:
             return None
-        raise ValueError(f"return_type must be 'embed', 'tokens' or None, got {return_type!r}")
+        return (pooled if return_type == "embed" else normalized) @ self.W_proj
 
 
 class VisionEmbed(nn.Module):
-    """Patch embedding (a linear map of flattened patches), CLS token and position embeddings."""
+    """Patch embedding, CLS token and position embeddings.
+
+    ``W_E [n_channels * patch_size**2, d_model]`` maps a patch flattened as (channel, row, column),
+    which is transformers' convolution weight rearranged; ``W_pos [n_ctx, d_model]``.
+    """
 
     def __init__(self, cfg: TowerConfig):
         super().__init__()
         self.cfg = cfg
         patch_dim = cfg.n_channels * cfg.patch_size**2
         self.W_E = nn.Parameter(torch.randn(patch_dim, cfg.d_model) * patch_dim**-0.5)
-        """``[n_channels * patch_size**2, d_model]``; a patch is flattened as (channel, row, column)."""
         self.cls_token = nn.Parameter(torch.randn(cfg.d_model) * 0.02) if cfg.has_cls_token else None
         self.W_pos = nn.Parameter(torch.randn(cfg.n_ctx, cfg.d_model) * 0.02)
         self.hook_patches = HookPoint()
@@ -314,6 +316,7 @@ class HookedCLIPVision(HookedCLIPTower):
                 ``[batch, pos, d_proj]``; ``None``, nothing (for caching only).
         """
         self._check_pixels(pixels)
+        self._check_return_type(return_type)
         resid = self.embed(pixels)
         if self.ln_pre is not None:
             resid = self.ln_pre(resid)
@@ -397,6 +400,7 @@ class HookedCLIPText(HookedCLIPTower):
             return_type: ``"embed"`` ``[batch, d_proj]``, ``"tokens"`` ``[batch, pos, d_proj]`` or None.
         """
         self._check_tokens(tokens, attention_mask)
+        self._check_return_type(return_type)
         resid = self.hook_embed(self.W_E[tokens]) + self.hook_pos_embed(self.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1))
         normalized = self._run_blocks(resid, self._mask(tokens, attention_mask))
         pooled = normalized[torch.arange(tokens.shape[0], device=tokens.device), self.pool_positions(tokens)]
