@@ -3,7 +3,9 @@
 Both run the same random ViT-B/32 weights (224 px, 12 layers x 12 heads) on the same batch, in one
 process, interleaved, so that machine noise hits both alike. Three timings:
 
-- transformers ``CLIPModel.get_image_features`` (the baseline; its default attention backend);
+- transformers ``CLIPModel.get_image_features``, the baseline: ``CLIPModel.vision_model`` (a
+  ``CLIPVisionModel``) plus the visual projection, so that both sides produce the same embedding;
+  transformers' default attention backend (reported as ``hf_attention``);
 - ``HookedCLIPVision.forward`` with no hooks attached;
 - ``HookedCLIPVision.run_with_cache`` (every hook cached, attention patterns materialised).
 
@@ -74,6 +76,7 @@ def main() -> None:
         "ratio_with_cache": round(med["hooked_run_with_cache"] / med["transformers"], 3),
         "transformers_ms": round(med["transformers"] * 1000, 1),
         "parity_rel_err": parity,
+        "hf_attention": hf.config._attn_implementation,
         "batch": args.batch,
         "device": args.device,
         "torch": torch.__version__,
