@@ -8,9 +8,8 @@ an edited model) cannot drift from loading.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import re
+from typing import NamedTuple
 
 import einops
 import torch

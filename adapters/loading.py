@@ -256,18 +256,32 @@ def _from_hub(cls: Any, spec: str, **kwargs: Any) -> Any:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
-def _tokenizer_and_processor(name: str, local: Path | None) -> tuple[Any, Any]:
-    """The tokenizer and image processor saved with a checkpoint; None for each one that is absent."""
+def _from_checkpoint(cls: Any, name: str, local: Path | None) -> Any:
+    """``cls.from_pretrained`` from the local directory, or from the hub id through ``_from_hub``."""
+    return cls.from_pretrained(local) if local is not None else _from_hub(cls, name)
+
+
+def _tokenizer_and_processor(
+    name: str, local: Path | None, want_tokenizer: bool, want_processor: bool
+) -> tuple[Any, Any]:
+    """The tokenizer and image processor saved with a checkpoint; None for each one that is absent
+    or not wanted (the caller passed its own)."""
     from transformers import AutoTokenizer, CLIPImageProcessorPil
 
     found = []
-    for cls, files in ((AutoTokenizer, TOKENIZER_FILES), (CLIPImageProcessorPil, ("preprocessor_config.json",))):
+    for cls, files, wanted in (
+        (AutoTokenizer, TOKENIZER_FILES, want_tokenizer),
+        (CLIPImageProcessorPil, ("preprocessor_config.json",), want_processor),
+    ):
+        if not wanted:
+            found.append(None)
+            continue
         if local is not None and not any((local / f).is_file() for f in files):
             logger.info("%s has none of %s; %s not loaded", name, files, cls.__name__)
             found.append(None)
             continue
         try:
-            found.append(cls.from_pretrained(local) if local is not None else _from_hub(cls, name))
+            found.append(_from_checkpoint(cls, name, local))
         except (OSError, ValueError) as err:
             logger.warning("%s: could not load its %s (%s); pass one to load_clip", name, cls.__name__, err)
             found.append(None)
@@ -321,7 +335,9 @@ def load_clip(
     if isinstance(spec, HookedCLIP):
         model = spec
     else:
-        hf_model, name, found_tok, found_proc = _hf_clip_from_spec(spec)
+        hf_model, name, found_tok, found_proc = _hf_clip_from_spec(
+            spec, want_tokenizer=tokenizer is None, want_processor=image_processor is None
+        )
         vision, text = towers_from_hf(hf_model, model_name=name)
         model = HookedCLIP(
             vision,
@@ -338,8 +354,9 @@ def load_clip(
     return model
 
 
-def _hf_clip_from_spec(spec: Any) -> tuple[Any, str, Any, Any]:
-    """``(CLIPModel, name, tokenizer or None, image processor or None)`` for any accepted spec."""
+def _hf_clip_from_spec(spec: Any, want_tokenizer: bool, want_processor: bool) -> tuple[Any, str, Any, Any]:
+    """``(CLIPModel, name, tokenizer or None, image processor or None)`` for any accepted spec;
+    the tokenizer and processor are looked for next to a checkpoint only when wanted."""
     from transformers import CLIPModel, PreTrainedModel
 
     if isinstance(spec, CLIPModel):
@@ -361,16 +378,17 @@ def _hf_clip_from_spec(spec: Any) -> tuple[Any, str, Any, Any]:
     if name.startswith("random:"):
         return _random_clip(name.split(":", 1)[1]), name, None, None
     local = _local_checkpoint(name)
-    return (_load_hf_clip(name, local), name, *_tokenizer_and_processor(name, local))
+    hf_model = _load_hf_clip(name, local)  # first: it rejects non-CLIP checkpoints
+    return (hf_model, name, *_tokenizer_and_processor(name, local, want_tokenizer, want_processor))
 
 
 def _load_hf_clip(name: str, local: Path | None) -> Any:
     from transformers import AutoConfig, CLIPModel
 
-    config = AutoConfig.from_pretrained(local) if local is not None else _from_hub(AutoConfig, name)
+    config = _from_checkpoint(AutoConfig, name, local)
     if config.model_type != "clip":
         raise ValueError(
             f"{name!r} is a {config.model_type!r} checkpoint; this release of load_clip supports 'clip' "
             "(transformers CLIPModel) only"
         )
-    return (CLIPModel.from_pretrained(local) if local is not None else _from_hub(CLIPModel, name)).eval()
+    return _from_checkpoint(CLIPModel, name, local).eval()
