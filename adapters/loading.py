@@ -240,6 +240,24 @@ def _local_checkpoint(name: str) -> Path | None:
     return None
 
 
+def toy_checkpoint_dir() -> Path:
+    """The directory of the toy CLIP shipped as package data (an ordinary HF checkpoint directory).
+
+    Example:
+        >>> CLIPModel.from_pretrained(toy_checkpoint_dir())
+    """
+    from importlib.resources import files
+
+    path = Path(str(files("sith_lens") / "assets" / "toy_clip"))
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise ModelNotAvailableError(
+            f"the toy CLIP is missing from this installation ({path} has no config.json/model.safetensors); "
+            "reinstall sith-lens, or rebuild it with "
+            f"`python -m sith_lens.toyworld.train --out {path}`"
+        )
+    return path
+
+
 def _from_hub(cls: Any, spec: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained(spec)`` from the cache first; the hub only when it is allowed."""
     try:
@@ -371,13 +389,9 @@ def _hf_clip_from_spec(spec: Any, want_tokenizer: bool, want_processor: bool) ->
     name = str(spec)
     if not name.strip():
         raise ValueError("load_clip needs a model spec, got an empty string; try 'random:tiny'")
-    if name == "toy":
-        raise ModelNotAvailableError(
-            "the toy CLIP is not shipped in this release yet; use 'random:tiny' or a CLIPModel directory"
-        )
     if name.startswith("random:"):
         return _random_clip(name.split(":", 1)[1]), name, None, None
-    local = _local_checkpoint(name)
+    local = toy_checkpoint_dir() if name == "toy" else _local_checkpoint(name)
     hf_model = _load_hf_clip(name, local)  # first: it rejects non-CLIP checkpoints
     return (hf_model, name, *_tokenizer_and_processor(name, local, want_tokenizer, want_processor))
 

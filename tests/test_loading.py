@@ -82,7 +82,6 @@ def test_unknown_id_offline_raises_clear_error():
         ("", ValueError, "empty"),
         ("random:huge", ValueError, "random:tiny"),
         (42, TypeError, "CLIPModel"),
-        ("toy", sl.ModelNotAvailableError, "random:tiny"),
     ],
 )
 def test_bad_specs(spec, error, words):

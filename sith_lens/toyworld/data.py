@@ -1,0 +1,227 @@
+"""Seeded access to the toy world: scenes, batches of (image, caption, ground truth), and labelled
+single-object sets per attribute for zero-shot evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int, UInt8
+from torch import Tensor
+
+from .attributes import (
+    ATTRIBUTES,
+    BACKGROUND_JITTER,
+    BACKGROUNDS,
+    COLOR_JITTER,
+    MAX_OBJECTS,
+    POSITION_JITTER,
+    VALUES,
+)
+from .captions import BACKGROUND, Caption, attribute_prompts, make_caption
+from .render import Scene, ToyObject, pad_masks, patch_labels, render_scene
+
+#: Pixel normalisation of the toy CLIP (also written to its preprocessor_config.json).
+PIXEL_MEAN = (0.5, 0.5, 0.5)
+PIXEL_STD = (0.5, 0.5, 0.5)
+
+def sample_scene(
+    rng: np.random.Generator, n_objects: int | None = None, fixed: dict[str, int] | None = None
+) -> Scene:
+    """A random scene with ``n_objects`` objects (1-3 uniformly when None), in distinct cells.
+
+    ``fixed`` pins attribute values of the first object, e.g. ``{"color": 0}`` for a red one.
+
+    Example:
+        >>> scene = sample_scene(np.random.default_rng(0), n_objects=2)
+    """
+    n = int(rng.integers(1, MAX_OBJECTS + 1)) if n_objects is None else n_objects
+    if not 1 <= n <= MAX_OBJECTS:
+        raise ValueError(f"n_objects must be between 1 and {MAX_OBJECTS}, got {n}")
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - set(ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"cannot fix {sorted(unknown)}; attributes are {ATTRIBUTES}")
+    positions = list(rng.permutation(len(VALUES["position"]))[:n])
+    if "position" in fixed:
+        pos = fixed["position"]
+        positions = [pos] + [p for p in positions if p != pos][: n - 1]
+    objects = []
+    for i in range(n):
+        values = {a: int(rng.integers(len(VALUES[a]))) for a in ("shape", "color", "size", "texture")}
+        values["position"] = int(positions[i])
+        if i == 0:
+            values.update(fixed)
+        jitter = POSITION_JITTER[VALUES["size"][values["size"]]]
+        offset = tuple(float(x) for x in rng.uniform(-jitter, jitter, size=2))
+        tint = tuple(float(x) for x in rng.uniform(-COLOR_JITTER, COLOR_JITTER, size=3))
+        objects.append(ToyObject(**values, offset=offset, tint=tint))
+    background = int(rng.integers(len(BACKGROUNDS)))
+    bg_tint = tuple(float(x) for x in rng.uniform(-BACKGROUND_JITTER, BACKGROUND_JITTER, size=3))
+    return Scene(tuple(objects), background, bg_tint)
+
+def scene_values(scene: Scene) -> Int[np.ndarray, "max_objects n_attributes"]:
+    """Attribute value indices per object slot, -2 for slots the scene does not fill."""
+    out = np.full((MAX_OBJECTS, len(ATTRIBUTES)), -2, dtype=np.int64)
+    for i, obj in enumerate(scene.objects):
+        out[i] = [obj.value(a) for a in ATTRIBUTES]
+    return out
+
+def to_pixels(images: UInt8[np.ndarray, "batch height width 3"]) -> Float[Tensor, "batch 3 height width"]:
+    """uint8 HWC images -> the toy CLIP's normalised pixel tensor (same maths as its image processor)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+@dataclass
+class ToyBatch:
+    """Images, captions and their ground truth. B = batch size, H = W = image size, g = patch grid."""
+
+    scenes: list[Scene]
+    captions: list[Caption]
+    images: UInt8[np.ndarray, "B H W 3"]
+    #: Normalised pixels, ready for the toy CLIP.
+    pixels: Float[Tensor, "B 3 H W"]
+    #: Per object slot, the pixels it covers (empty for slots the scene does not fill).
+    masks: Bool[np.ndarray, "B max_objects H W"]
+    #: Per patch, the object it shows, or -1 for background.
+    patch_labels: Int[np.ndarray, "B g g"]
+    #: Attribute value indices per object slot (-2 where there is no object).
+    values: Int[np.ndarray, "B max_objects n_attributes"]
+    backgrounds: Int[np.ndarray, "B"]
+
+    @property
+    def texts(self) -> list[str]:
+        """The captions as strings."""
+        return [c.text for c in self.captions]
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+def batch_from_scenes(
+    scenes: list[Scene], captions: list[Caption], image_size: int = 64, patch_size: int = 8
+) -> ToyBatch:
+    """Render scenes and collect their ground truth into a ToyBatch."""
+    rendered = [render_scene(s, image_size) for s in scenes]
+    images = np.stack([im for im, _ in rendered])
+    return ToyBatch(
+        scenes=scenes,
+        captions=captions,
+        images=images,
+        pixels=to_pixels(images),
+        masks=np.stack([pad_masks(m) for _, m in rendered]),
+        patch_labels=np.stack([patch_labels(m, patch_size) for _, m in rendered]),
+        values=np.stack([scene_values(s) for s in scenes]),
+        backgrounds=np.array([s.background for s in scenes], dtype=np.int64),
+    )
+
+@dataclass
+class AttributeSet:
+    """Single-object scenes labelled by one attribute, with one zero-shot prompt per value."""
+
+    attribute: str
+    batch: ToyBatch
+    #: int [N]: the value index of ``attribute`` in each scene.
+    labels: Int[np.ndarray, "N"]
+    #: One prompt per value, in value order ("a red object", ...).
+    prompts: list[str]
+
+@dataclass(frozen=True)
+class ToyWorld:
+    """The seeded toy world. The same seed and index always give the same data.
+
+    Example:
+        >>> world = ToyWorld(seed=0)
+        >>> batch = world.batch(0, batch_size=32)          # scenes with 1-3 objects
+        >>> batch.pixels.shape, batch.texts[0]
+        >>> colours = world.attribute_set("color", per_value=50)
+    """
+
+    seed: int = 0
+    image_size: int = 64
+    patch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}"
+            )
+        if self.image_size < 24:
+            raise ValueError(f"image_size={self.image_size} is too small to draw objects; use >= 24")
+
+    def rng(self, *stream: int) -> np.random.Generator:
+        """A generator for one named stream of this world (e.g. batch index)."""
+        return np.random.default_rng([self.seed, *stream])
+
+    def batch(
+        self,
+        index: int,
+        batch_size: int,
+        objects: tuple[int, int] = (1, MAX_OBJECTS),
+        full_captions: bool = False,
+    ) -> ToyBatch:
+        """Batch number ``index``: random scenes with ``objects[0]..objects[1]`` objects, each with one
+        random caption (every attribute and the background named when ``full_captions``)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        lo, hi = objects
+        if not 1 <= lo <= hi <= MAX_OBJECTS:
+            raise ValueError(f"objects must be a range within 1..{MAX_OBJECTS}, got {objects}")
+        style = dict(single_attribute_rate=0.0, keep_rate=1.0, background_rate=1.0) if full_captions else {}
+        rng = self.rng(0 if not full_captions else 2, index)
+        scenes = [sample_scene(rng, int(rng.integers(lo, hi + 1))) for _ in range(batch_size)]
+        captions = [make_caption(s, rng, **style) for s in scenes]
+        return batch_from_scenes(scenes, captions, self.image_size, self.patch_size)
+
+    def batches(self, n_batches: int, batch_size: int) -> Iterator[ToyBatch]:
+        """``n_batches`` consecutive batches (indices 0..n_batches-1)."""
+        for i in range(n_batches):
+            yield self.batch(i, batch_size)
+
+    def attribute_set(self, attribute: str, per_value: int) -> AttributeSet:
+        """``per_value`` single-object scenes for each value of ``attribute``, other attributes random.
+
+        ``attribute`` is an object attribute or "background". Captions name only that attribute.
+        """
+        if attribute not in VALUES:
+            raise ValueError(f"unknown attribute {attribute!r}; expected one of {tuple(VALUES)}")
+        if per_value < 1:
+            raise ValueError(f"per_value must be >= 1, got {per_value}")
+        rng = self.rng(1, list(VALUES).index(attribute))
+        scenes, labels = [], []
+        for value in range(len(VALUES[attribute])):
+            for _ in range(per_value):
+                if attribute == "background":
+                    s = sample_scene(rng, 1)
+                    s = Scene(s.objects, value, s.background_tint)
+                else:
+                    s = sample_scene(rng, 1, fixed={attribute: value})
+                scenes.append(s)
+                labels.append(value)
+        prompts = attribute_prompts(attribute)
+        captions = [_prompt_caption(s, attribute, prompts[v]) for s, v in zip(scenes, labels)]
+        batch = batch_from_scenes(scenes, captions, self.image_size, self.patch_size)
+        return AttributeSet(attribute, batch, np.array(labels, dtype=np.int64), prompts)
+
+def _prompt_caption(scene: Scene, attribute: str, prompt: str) -> Caption:
+    """The Caption of a zero-shot prompt for a single-object scene, with its word labels."""
+    words = tuple(prompt.split())
+    value_words = (
+        VALUES["background"][scene.background].split()
+        if attribute == "background"
+        else scene.objects[0].word(attribute).split()
+    )
+    target = BACKGROUND if attribute == "background" else 0
+    labels = tuple((target, attribute) if w in value_words else None for w in words)
+    mentions = np.full((MAX_OBJECTS, len(ATTRIBUTES)), -2, dtype=np.int64)
+    mentions[0] = -1
+    background = -1
+    if attribute == "background":
+        background = scene.background
+    else:
+        mentions[0, ATTRIBUTES.index(attribute)] = scene.objects[0].value(attribute)
+    return Caption(words, labels, mentions, background)
+
