@@ -12,6 +12,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/sith-lens info --model random:tiny
+	$(VENV)/bin/sith-lens toyworld --n 16 --out toyworld.png
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: install
@@ -21,6 +22,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/hooked_forward.py
+	$(PY) benchmarks/toy_clip_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -251,9 +251,9 @@ def toy_checkpoint_dir() -> Path:
     path = Path(str(files("sith_lens") / "assets" / "toy_clip"))
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise ModelNotAvailableError(
-            f"the toy CLIP is missing from this installation ({path} has no config.json/model.safetensors); "
-            "reinstall sith-lens, or rebuild it with "
-            f"`python -m sith_lens.toyworld.train --out {path}`"
+            f"the toy CLIP checkpoint is not in this installation ({path} has no config.json/model.safetensors). "
+            f"Build it with `python -m sith_lens.toyworld.train --out {path}` (CPU, under an hour), "
+            "or use 'random:tiny' for a small random CLIP"
         )
     return path
 

@@ -26,6 +26,8 @@ _LAZY = {
     "HookedCLIPVision": "sith_lens.adapters.transformer_lens",
     "HookedCLIPText": "sith_lens.adapters.transformer_lens",
     "TowerConfig": "sith_lens.adapters.transformer_lens",
+    "ToyWorld": "sith_lens.toyworld",
+    "load_vocabulary": "sith_lens.vocabularies",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -171,3 +171,41 @@ def test_bad_arguments_are_rejected_clearly():
         ToyWorld().batch(0, 2, objects=(0, 4))
     with pytest.raises(ValueError, match="cannot fix"):
         sample_scene(np.random.default_rng(0), 1, fixed={"weight": 1})
+
+
+def test_token_label_arrays_match_the_word_labels(batch):
+    objects, attributes = batch.token_label_arrays(40)
+    names = (*ATTRIBUTES, "background")
+    for b, cap in enumerate(batch.captions):
+        labelled = dict(cap.token_labels())
+        for pos in range(40):
+            if pos in labelled:
+                index, attribute = labelled[pos]
+                assert objects[b, pos] == index and names[attributes[b, pos]] == attribute
+            else:
+                assert objects[b, pos] == -2 and attributes[b, pos] == -1
+    short_objects, _ = batch.token_label_arrays(5)
+    assert np.array_equal(short_objects, objects[:, :5])
+
+
+def test_contrastive_batches_pair_each_scene_with_a_one_value_change():
+    from sith_lens.toyworld import scene_values
+
+    batch = ToyWorld(seed=4).contrastive_batch(0, n_pairs=40)
+    assert len(batch) == 80
+    mentions = np.stack([c.mentions for c in batch.captions])
+    bgs = np.array([c.background for c in batch.captions])
+    truth = caption_truth(mentions, bgs, batch.values, batch.backgrounds)
+    changed_attributes = set()
+    for i in range(40):
+        a, b = batch.scenes[i], batch.scenes[40 + i]
+        diff = (scene_values(a) != scene_values(b)).sum() + (a.background != b.background)
+        assert diff == 1
+        # each caption is true of its own scene and false of its twin
+        assert truth[i, i] and truth[40 + i, 40 + i] and not truth[40 + i, i] and not truth[i, 40 + i]
+        ca, cb = batch.captions[i].words, batch.captions[40 + i].words
+        assert sum(x != y for x, y in zip(ca, cb)) >= 1
+        changed_attributes |= {ATTRIBUTES[k] for k in np.argwhere(scene_values(a) != scene_values(b))[:, 1]}
+    assert changed_attributes == set(ATTRIBUTES)
+    with pytest.raises(ValueError, match="n_pairs must be >= 1"):
+        ToyWorld().contrastive_batch(0, 0)

@@ -8,12 +8,21 @@ Example:
 
 from .attributes import ATTRIBUTES, BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, TEXTURES, VALUES
 from .captions import BACKGROUND, Caption, attribute_prompts, caption_truth, make_caption
-from .data import AttributeSet, ToyBatch, ToyWorld, batch_from_scenes, sample_scene, scene_values, to_pixels
+from .data import (
+    AttributeSet,
+    ToyBatch,
+    ToyWorld,
+    batch_from_scenes,
+    counterfactual,
+    sample_scene,
+    scene_values,
+    to_pixels,
+)
 from .render import Scene, ToyObject, patch_coverage, patch_labels, render_scene
 
 __all__ = [
     "ATTRIBUTES", "BACKGROUNDS", "COLORS", "POSITIONS", "SHAPES", "SIZES", "TEXTURES", "VALUES",
     "BACKGROUND", "Caption", "attribute_prompts", "caption_truth", "make_caption",
-    "AttributeSet", "ToyBatch", "ToyWorld", "batch_from_scenes", "sample_scene", "scene_values", "to_pixels",
+    "AttributeSet", "ToyBatch", "ToyWorld", "batch_from_scenes", "counterfactual", "sample_scene", "scene_values", "to_pixels",
     "Scene", "ToyObject", "patch_coverage", "patch_labels", "render_scene",
 ]

@@ -94,6 +94,7 @@ def make_caption(
     single_attribute_rate: float = 0.2,
     keep_rate: float = 0.75,
     background_rate: float = 0.4,
+    force: tuple[int, str] | None = None,
 ) -> Caption:
     """A random caption that is true of ``scene``.
 
@@ -101,6 +102,9 @@ def make_caption(
     form the zero-shot prompts take); otherwise each attribute is kept with probability
     ``keep_rate``, and the background is named with probability ``background_rate``.
     ``single_attribute_rate=0, keep_rate=1, background_rate=1`` gives full descriptions.
+    ``force=(object index, attribute)`` makes sure that attribute is named (``(BACKGROUND,
+    "background")`` for the background). Random draws do not depend on the scene's values, so two
+    copies of one generator caption two scenes that differ in one value with the same structure.
 
     Example:
         >>> cap = make_caption(scene, np.random.default_rng(0))
@@ -117,6 +121,8 @@ def make_caption(
         index = int(index)
         obj = scene.objects[index]
         keep = _kept_attributes(rng, single, keep_rate)
+        if force is not None and force[0] == index:
+            keep.add(force[1])
         if n:
             joiner = JOINERS[int(rng.integers(len(JOINERS)))]
             words += joiner
@@ -127,7 +133,8 @@ def make_caption(
         for a in keep:
             mentions[index, ATTRIBUTES.index(a)] = obj.value(a)
     background = -1
-    if single == "background" or (single is None and rng.random() < background_rate):
+    named = single == "background" or (single is None and rng.random() < background_rate)
+    if named or (force is not None and force[1] == "background"):
         background = scene.background
         words += ["on", "a", VALUES["background"][background], "background"]
         labels += [None, None, (BACKGROUND, "background"), None]

@@ -3,7 +3,9 @@ single-object sets per attribute for zero-shot evaluation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -62,6 +64,35 @@ def sample_scene(
     bg_tint = tuple(float(x) for x in rng.uniform(-BACKGROUND_JITTER, BACKGROUND_JITTER, size=3))
     return Scene(tuple(objects), background, bg_tint)
 
+def counterfactual(scene: Scene, rng: np.random.Generator) -> tuple[Scene, tuple[int, str]]:
+    """The scene with one value changed: one attribute of one object, or the background.
+
+    Returns the new scene and what changed, as ``(object index, attribute)`` or
+    ``(BACKGROUND, "background")``. Used for hard negatives: a caption that names the changed value
+    is true of one scene and false of the other.
+
+    Example:
+        >>> other, (index, attribute) = counterfactual(scene, np.random.default_rng(0))
+    """
+    choices = [(i, a) for i in range(len(scene.objects)) for a in ATTRIBUTES] + [(BACKGROUND, "background")]
+    index, attribute = choices[int(rng.integers(len(choices)))]
+    if attribute == "background":
+        others = [v for v in range(len(BACKGROUNDS)) if v != scene.background]
+        return Scene(scene.objects, int(rng.choice(others)), scene.background_tint), (index, attribute)
+    obj = scene.objects[index]
+    taken = {o.position for o in scene.objects}
+    current = obj.value(attribute)
+    others = [
+        v for v in range(len(VALUES[attribute])) if v != current and (attribute != "position" or v not in taken)
+    ]
+    changed = replace(obj, **{attribute: int(rng.choice(others))})
+    jitter = POSITION_JITTER[changed.word("size")]
+    changed = replace(changed, offset=tuple(float(np.clip(o, -jitter, jitter)) for o in changed.offset))
+    objects = list(scene.objects)
+    objects[index] = changed
+    return Scene(tuple(objects), scene.background, scene.background_tint), (index, attribute)
+
+
 def scene_values(scene: Scene) -> Int[np.ndarray, "max_objects n_attributes"]:
     """Attribute value indices per object slot, -2 for slots the scene does not fill."""
     out = np.full((MAX_OBJECTS, len(ATTRIBUTES)), -2, dtype=np.int64)
@@ -100,6 +131,31 @@ class ToyBatch:
 
     def __len__(self) -> int:
         return len(self.scenes)
+
+    def token_label_arrays(self, length: int, offset: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Caption ground truth as arrays aligned with token positions.
+
+        Args:
+            length: number of token positions (e.g. the padded token length).
+            offset: special tokens before the first word (1 for the toy tokenizer's ``<bos>``).
+
+        Returns:
+            objects: int [B, length], the object a token names, BACKGROUND (-1) for the background
+                colour word, -2 where the token names nothing (or is padding).
+            attributes: int [B, length], index into ``(*ATTRIBUTES, "background")``, -1 for nothing.
+
+        Example:
+            >>> objects, attributes = batch.token_label_arrays(toks.input_ids.shape[1])
+        """
+        names = (*ATTRIBUTES, "background")
+        objects = np.full((len(self), length), -2, dtype=np.int64)
+        attributes = np.full((len(self), length), -1, dtype=np.int64)
+        for b, caption in enumerate(self.captions):
+            for pos, (index, attribute) in caption.token_labels(offset):
+                if pos < length:
+                    objects[b, pos] = index
+                    attributes[b, pos] = names.index(attribute)
+        return objects, attributes
 
 def batch_from_scenes(
     scenes: list[Scene], captions: list[Caption], image_size: int = 64, patch_size: int = 8
@@ -175,6 +231,24 @@ class ToyWorld:
         scenes = [sample_scene(rng, int(rng.integers(lo, hi + 1))) for _ in range(batch_size)]
         captions = [make_caption(s, rng, **style) for s in scenes]
         return batch_from_scenes(scenes, captions, self.image_size, self.patch_size)
+
+    def contrastive_batch(self, index: int, n_pairs: int) -> ToyBatch:
+        """Batch number ``index`` of hard-negative pairs: ``2 * n_pairs`` items where item
+        ``n_pairs + i`` is item ``i`` with one value changed (see ``counterfactual``). Both captions
+        name the changed value and are otherwise worded alike, so telling the pair apart needs that
+        one attribute (shape, position, texture... not just colour)."""
+        if n_pairs < 1:
+            raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
+        rng = self.rng(3, index)
+        scenes = [sample_scene(rng) for _ in range(n_pairs)]
+        changed, captions, twin_captions = [], [], []
+        for s in scenes:
+            other, force = counterfactual(s, rng)
+            twin_rng = copy.deepcopy(rng)
+            captions.append(make_caption(s, rng, force=force))
+            twin_captions.append(make_caption(other, twin_rng, force=force))
+            changed.append(other)
+        return batch_from_scenes(scenes + changed, captions + twin_captions, self.image_size, self.patch_size)
 
     def batches(self, n_batches: int, batch_size: int) -> Iterator[ToyBatch]:
         """``n_batches`` consecutive batches (indices 0..n_batches-1)."""

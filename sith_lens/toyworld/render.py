@@ -172,3 +172,19 @@ def pad_masks(masks: np.ndarray) -> np.ndarray:
     out = np.zeros((MAX_OBJECTS, *masks.shape[1:]), dtype=bool)
     out[: len(masks)] = masks
     return out
+
+
+def contact_sheet(images: np.ndarray, columns: int = 8, scale: int = 3, gap: int = 2) -> np.ndarray:
+    """Tile uint8 [N, H, W, 3] images into one uint8 image, each scaled up ``scale`` times (nearest)."""
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise ValueError(f"contact_sheet needs uint8 images [N, H, W, 3] with N >= 1, got shape {images.shape}")
+    n, h, w, _ = images.shape
+    rows = -(-n // columns)
+    cols = min(columns, n)
+    big = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    hs, ws = h * scale + gap, w * scale + gap
+    sheet = np.full((rows * hs - gap, cols * ws - gap, 3), 255, dtype=np.uint8)
+    for i, im in enumerate(big):
+        r, c = divmod(i, columns)
+        sheet[r * hs : r * hs + h * scale, c * ws : c * ws + w * scale] = im
+    return sheet

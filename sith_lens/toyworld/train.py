@@ -8,7 +8,10 @@ image-embedding mean (image_mean.safetensors), training.json and a model card (R
 
 Loss: symmetric InfoNCE with a learned temperature, where every caption that is *true* of an image
 counts as a positive for it (the toy world's semantics say which), so a short caption such as
-"a red object" is not pushed away from the other red-object scenes of its batch.
+"a red object" is not pushed away from the other red-object scenes of its batch. Batches are made
+of hard-negative pairs (a scene and a copy with one value changed, both captions naming it); with
+independent scenes only, colour and background are learned within a few hundred steps while shape,
+position and texture stay near chance for 500 steps or more.
 """
 
 from __future__ import annotations
@@ -64,10 +67,13 @@ class TrainConfig:
     patch_size: int = 8
     #: Text context: the longest caption is 36 words plus <bos> and <eos>.
     n_ctx: int = 40
+    #: Build each batch from hard-negative pairs (a scene and a copy with one value changed,
+    #: ToyWorld.contrastive_batch); otherwise from independent scenes.
+    hard_negatives: bool = True
     #: bfloat16 autocast (the fast path on CPUs with AVX-512 BF16).
     bf16: bool = True
     #: Score zero-shot accuracy every this many steps (0: only at the end).
-    eval_every: int = 250
+    eval_every: int = 200
 
 
 def toy_clip_config(cfg: TrainConfig, vocab_size: int):
@@ -163,7 +169,10 @@ def _encoders(model, tokenizer, bf16: bool):
 
 
 def _prepare(world: ToyWorld, step: int, cfg: TrainConfig, tokenizer) -> tuple[ToyBatch, dict, torch.Tensor]:
-    batch = world.batch(step, cfg.batch_size)
+    if cfg.hard_negatives:
+        batch = world.contrastive_batch(step, cfg.batch_size // 2)
+    else:
+        batch = world.batch(step, cfg.batch_size)
     enc = tokenizer(batch.texts, padding=True, return_tensors="pt")
     mentions = np.stack([c.mentions for c in batch.captions])
     backgrounds = np.array([c.background for c in batch.captions])
@@ -186,8 +195,10 @@ def train(cfg: TrainConfig, progress: bool = True):
     """
     from transformers import CLIPModel
 
-    if cfg.steps < 1 or cfg.batch_size < 2:
-        raise ValueError(f"need steps >= 1 and batch_size >= 2, got steps={cfg.steps}, batch_size={cfg.batch_size}")
+    if cfg.steps < 1 or cfg.batch_size < 2 or cfg.batch_size % 2:
+        raise ValueError(
+            f"need steps >= 1 and an even batch_size >= 2, got steps={cfg.steps}, batch_size={cfg.batch_size}"
+        )
     tokenizer = build_tokenizer(cfg.n_ctx)
     torch.manual_seed(cfg.seed)
     model = CLIPModel(toy_clip_config(cfg, len(tokenizer)))
@@ -307,6 +318,7 @@ Command (seeded; the same command rebuilds this checkpoint up to floating-point 
 - Steps {cfg['steps']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up {cfg['warmup']}, cosine to 10%),
   weight decay {cfg['weight_decay']}, bf16 autocast {cfg['bf16']}, seed {cfg['seed']}.
 - Loss: symmetric InfoNCE with a learned temperature; every caption true of an image is a positive.
+- Batches: {"hard-negative pairs (a scene and a copy with one value changed, both captions naming it)" if cfg['hard_negatives'] else "independent scenes"}.
 - Training time: {record['train_seconds'] / 60:.1f} min on {record['machine']}.
 - Versions: torch {record['versions']['torch']}, transformers {record['versions']['transformers']}.
 

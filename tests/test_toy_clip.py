@@ -1,0 +1,131 @@
+"""The toy CLIP: the training script, the shipped checkpoint and the "toy" vocabulary."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sith_lens as sl
+from sith_lens.toyworld import ATTRIBUTES, ToyWorld
+from sith_lens.toyworld.train import main as train_main
+from sith_lens.toyworld.vocab import DISTRACTORS
+from sith_lens.vocabularies import load_vocabulary
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A toy CLIP trained for 20 steps by the real training script: (checkpoint dir, summary line)."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("toy") / "ckpt"
+    args = ["--out", str(out), "--steps", "20", "--batch-size", "8", "--eval-every", "10"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert train_main([*args, "--retrieval-pairs", "16", "--quiet"]) == 0
+    return out, json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def toy(trained):
+    return sl.load_clip(str(trained[0]))
+
+
+def test_training_script_runs_and_saves_a_loadable_checkpoint(trained, toy):
+    out, summary = trained
+    assert set(summary["zero_shot"]) == {*ATTRIBUTES, "background"}
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", "README.md"} <= files
+    assert {"image_mean.safetensors", "training.json"} <= files
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
+    record = json.loads((out / "training.json").read_text())
+    assert [e["step"] for e in record["log"]] == [10, 20]
+    assert record["command"].startswith("python -m sith_lens.toyworld.train --out")
+    assert "20" in (out / "README.md").read_text()
+    assert toy.vision.cfg.n_layers == 6 and toy.vision.cfg.n_heads == 8
+    emb = toy.encode_text(["a red striped circle at the top left"])
+    assert emb.shape == (1, 128) and torch.isfinite(emb).all()
+
+
+def test_checkpoint_loads_offline_through_plain_transformers(trained, toy, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer, CLIPModel
+
+    path = trained[0]
+    assert sum(f.stat().st_size for f in path.iterdir()) < 20e6
+    hf = CLIPModel.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    text = "a large red striped circle at the top left"
+    enc = tok([text], return_tensors="pt")
+    batch = ToyWorld(seed=3).batch(0, 2)
+    with torch.no_grad():
+        ref_text = hf.get_text_features(**enc).pooler_output
+        ref_image = hf.get_image_features(pixel_values=batch.pixels).pooler_output
+    assert torch.allclose(toy.encode_text([text]), ref_text, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(toy.encode_image(batch.pixels), ref_image, atol=1e-5, rtol=1e-4)
+
+
+def test_toy_preprocessing_matches_the_world_pixels(toy):
+    batch = ToyWorld(seed=3).batch(0, 2)
+    pixels = toy.preprocess([Image.fromarray(im) for im in batch.images])
+    assert torch.allclose(pixels, batch.pixels, atol=1e-6)
+
+
+def test_toy_vocabulary_has_attributes_phrases_and_distractors(toy):
+    concepts = load_vocabulary("toy")
+    assert {"red", "circle", "striped", "large", "top left", "striped circle", "red square"} <= set(concepts)
+    assert set(DISTRACTORS) <= set(concepts) and len(set(concepts)) == len(concepts)
+    unk = toy.tokenizer.convert_tokens_to_ids("<unk>")
+    ids = toy.tokenize(concepts).input_ids
+    assert not (ids == unk).any()  # every concept word, distractors included, has its own token
+
+
+def test_vocabulary_sources_and_errors(tmp_path, caplog):
+    f = tmp_path / "concepts.txt"
+    f.write_text("red\n\nblue\nred\n  green  \n")
+    with caplog.at_level(logging.WARNING):
+        assert load_vocabulary(f) == ["red", "blue", "green"]
+    assert "dropped 1 blank and 1 duplicate" in caplog.text
+    assert load_vocabulary(["a dog", "a cat"]) == ["a dog", "a cat"]
+    with pytest.raises(ValueError, match="unknown vocabulary 'nope'"):
+        load_vocabulary("nope")
+    with pytest.raises(ValueError, match="vocabulary is empty"):
+        load_vocabulary(["", "  "])
+    with pytest.raises(TypeError, match="entry 1 is int"):
+        load_vocabulary(["red", 3])
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_vocabulary(bad)
+
+
+def test_missing_toy_checkpoint_names_the_rebuild_command(tmp_path, monkeypatch):
+    import importlib.resources
+
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
+    with pytest.raises(sl.ModelNotAvailableError, match="python -m sith_lens.toyworld.train --out"):
+        sl.load_clip("toy")
+
+
+def test_cli_toyworld_writes_a_contact_sheet(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "sheet.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sith_lens.cli", "toyworld", "--n", "6", "--columns", "3", "--out", str(out)],
+        capture_output=True, text=True, check=True,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 7 and lines[0].startswith("[row 0, col 0] ") and lines[-1] == f"wrote {out}"
+    assert lines[1:-1] == [f"[row {i // 3}, col {i % 3}] {t}" for i, t in enumerate(ToyWorld(seed=0).batch(0, 6).texts)][1:]
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape == (2 * 192 + 2, 3 * 192 + 4, 3) and sheet.std() > 10
+    bad = subprocess.run(
+        [sys.executable, "-m", "sith_lens.cli", "toyworld", "--out", str(tmp_path / "x.jpg")],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode == 2 and "--out must name a .png file" in bad.stderr
