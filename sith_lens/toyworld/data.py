@@ -4,9 +4,7 @@ single-object sets per attribute for zero-shot evaluation."""
 from __future__ import annotations
 
 import copy
-
 from dataclasses import dataclass, replace
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -25,9 +23,11 @@ from .attributes import (
 from .captions import BACKGROUND, Caption, attribute_prompts, make_caption
 from .render import Scene, ToyObject, pad_masks, patch_labels, render_scene
 
+
 #: Pixel normalisation of the toy CLIP (also written to its preprocessor_config.json).
 PIXEL_MEAN = (0.5, 0.5, 0.5)
 PIXEL_STD = (0.5, 0.5, 0.5)
+
 
 def sample_scene(
     rng: np.random.Generator, n_objects: int | None = None, fixed: dict[str, int] | None = None
@@ -63,6 +63,7 @@ def sample_scene(
     background = int(rng.integers(len(BACKGROUNDS)))
     bg_tint = tuple(float(x) for x in rng.uniform(-BACKGROUND_JITTER, BACKGROUND_JITTER, size=3))
     return Scene(tuple(objects), background, bg_tint)
+
 
 def counterfactual(scene: Scene, rng: np.random.Generator) -> tuple[Scene, tuple[int, str]]:
     """The scene with one value changed: one attribute of one object, or the background.
@@ -100,12 +101,14 @@ def scene_values(scene: Scene) -> Int[np.ndarray, "max_objects n_attributes"]:
         out[i] = [obj.value(a) for a in ATTRIBUTES]
     return out
 
+
 def to_pixels(images: UInt8[np.ndarray, "batch height width 3"]) -> Float[Tensor, "batch 3 height width"]:
     """uint8 HWC images -> the toy CLIP's normalised pixel tensor (same maths as its image processor)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
     mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
     return (x - mean) / std
+
 
 @dataclass
 class ToyBatch:
@@ -157,6 +160,7 @@ class ToyBatch:
                     attributes[b, pos] = names.index(attribute)
         return objects, attributes
 
+
 def batch_from_scenes(
     scenes: list[Scene], captions: list[Caption], image_size: int = 64, patch_size: int = 8
 ) -> ToyBatch:
@@ -174,6 +178,7 @@ def batch_from_scenes(
         backgrounds=np.array([s.background for s in scenes], dtype=np.int64),
     )
 
+
 @dataclass
 class AttributeSet:
     """Single-object scenes labelled by one attribute, with one zero-shot prompt per value."""
@@ -184,6 +189,7 @@ class AttributeSet:
     labels: Int[np.ndarray, "N"]
     #: One prompt per value, in value order ("a red object", ...).
     prompts: list[str]
+
 
 @dataclass(frozen=True)
 class ToyWorld:
@@ -250,11 +256,6 @@ class ToyWorld:
             changed.append(other)
         return batch_from_scenes(scenes + changed, captions + twin_captions, self.image_size, self.patch_size)
 
-    def batches(self, n_batches: int, batch_size: int) -> Iterator[ToyBatch]:
-        """``n_batches`` consecutive batches (indices 0..n_batches-1)."""
-        for i in range(n_batches):
-            yield self.batch(i, batch_size)
-
     def attribute_set(self, attribute: str, per_value: int) -> AttributeSet:
         """``per_value`` single-object scenes for each value of ``attribute``, other attributes random.
 
@@ -279,6 +280,7 @@ class ToyWorld:
         captions = [_prompt_caption(s, attribute, prompts[v]) for s, v in zip(scenes, labels)]
         batch = batch_from_scenes(scenes, captions, self.image_size, self.patch_size)
         return AttributeSet(attribute, batch, np.array(labels, dtype=np.int64), prompts)
+
 
 def _prompt_caption(scene: Scene, attribute: str, prompt: str) -> Caption:
     """The Caption of a zero-shot prompt for a single-object scene, with its word labels."""

@@ -25,14 +25,9 @@ def _normalize(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _encode_images(encode_image: ImageEncoder, pixels: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([_normalize(encode_image(pixels[i : i + batch_size])) for i in range(0, len(pixels), batch_size)])
-
-
-@torch.no_grad()
-def _encode_texts(encode_text: TextEncoder, texts: Sequence[str], batch_size: int) -> Tensor:
-    texts = list(texts)
-    return torch.cat([_normalize(encode_text(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)])
+def _encode(encode: Callable, items: Tensor | list[str], batch_size: int) -> Tensor:
+    """L2-normalised embeddings of ``items`` (pixels or strings), encoded ``batch_size`` at a time."""
+    return torch.cat([_normalize(encode(items[i : i + batch_size])) for i in range(0, len(items), batch_size)])
 
 
 def zero_shot_accuracy(
@@ -53,8 +48,8 @@ def zero_shot_accuracy(
     out = {}
     for attribute in attributes:
         data = world.attribute_set(attribute, per_value)
-        images = _encode_images(encode_image, data.batch.pixels, batch_size)
-        prompts = _encode_texts(encode_text, data.prompts, batch_size)
+        images = _encode(encode_image, data.batch.pixels, batch_size)
+        prompts = _encode(encode_text, data.prompts, batch_size)
         predicted = (images @ prompts.T).argmax(dim=-1).numpy()
         out[attribute] = float((predicted == data.labels).mean())
     return out
@@ -73,8 +68,8 @@ def caption_retrieval(
     Returns ``{"R@1": ..., "R@5": ...}``: the fraction of images whose own caption ranks in the top k.
     """
     batch = world.batch(0, n_pairs, objects=(2, 3), full_captions=True)
-    images = _encode_images(encode_image, batch.pixels, batch_size)
-    texts = _encode_texts(encode_text, batch.texts, batch_size)
+    images = _encode(encode_image, batch.pixels, batch_size)
+    texts = _encode(encode_text, batch.texts, batch_size)
     sims = images @ texts.T
     own = sims.diagonal().unsqueeze(1)
     rank = (sims > own).sum(dim=1).numpy()  # captions scoring strictly higher than the image's own
