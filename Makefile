@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/sith-lens info --model random:tiny
+	$(VENV)/bin/sith-lens info --model toy
 	$(VENV)/bin/sith-lens toyworld --n 16 --out toyworld.png
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.

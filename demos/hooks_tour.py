@@ -6,9 +6,10 @@ For a batch of images it prints, per head of the last layers:
 - how much the embedding moves when the head is zero-ablated (``run_with_hooks`` on ``hook_z``);
 - how much attention the CLS token pays to itself.
 
-    python demos/hooks_tour.py [--model random:tiny] [--images a.jpg b.png] [--last-layers 2]
+    python demos/hooks_tour.py [--model toy] [--images a.jpg b.png] [--last-layers 2]
 
-With no ``--images`` it uses random pixels, which is enough to see the machinery work.
+With no ``--images`` it uses eight toy-world scenes for the toy model and random pixels for any
+other model, which is enough to see the machinery work.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def head_table(model: sl.HookedCLIP, pixels: torch.Tensor, last_layers: int) -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="random:tiny")
+    parser.add_argument("--model", default="toy")
     parser.add_argument("--images", nargs="*", default=[])
     parser.add_argument("--last-layers", type=int, default=2)
     args = parser.parse_args(argv)
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     size = model.vision.cfg.image_size
     if args.images:
         pixels = model.preprocess(args.images)
+    elif args.model == "toy":
+        from sith_lens.toyworld import ToyWorld
+
+        pixels = ToyWorld(seed=0).batch(0, 8).pixels
     else:
         torch.manual_seed(0)
         pixels = torch.randn(4, 3, size, size)

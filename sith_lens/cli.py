@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="load a model and print its hooked towers: layers, heads, hooks, parameters")
     info.add_argument(
         "--model",
-        default="random:tiny",
-        help="'random:tiny', 'toy' (once its checkpoint is built), a Hugging Face id or a local "
-        "CLIPModel directory (default: random:tiny)",
+        default="toy",
+        help="'toy' (the shipped toy CLIP), 'random:tiny', a Hugging Face id or a local CLIPModel "
+        "directory (default: toy)",
     )
     info.set_defaults(func=_cmd_info)
     toy = sub.add_parser("toyworld", help="render sample toy-world scenes to a PNG and print their captions")
@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotImplementedError) as err:
         print(f"sith-lens: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

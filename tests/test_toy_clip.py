@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import sith_lens as sl
@@ -129,3 +130,72 @@ def test_cli_toyworld_writes_a_contact_sheet(tmp_path):
         capture_output=True, text=True,
     )
     assert bad.returncode == 2 and "--out must name a .png file" in bad.stderr
+
+
+def test_training_settings_are_checked_before_training():
+    from sith_lens.toyworld.train import TrainConfig, parse_weights, train
+
+    with pytest.raises(ValueError, match=r"batches must be one of \('groups', 'pairs', 'scenes'\)"):
+        train(TrainConfig(steps=1, batch_size=4, batches="triples"))
+    with pytest.raises(ValueError, match="group weights must look like 'shape=3,color=1'"):
+        parse_weights("shape:3")
+    with pytest.raises(ValueError, match="weights must map attributes"):
+        train(TrainConfig(steps=1, batch_size=4, batches="groups", group_weights="colour=1"))
+    assert parse_weights("shape=3, position=0.5") == {"shape": 3.0, "position": 0.5}
+
+
+def test_group_batches_train_end_to_end():
+    from sith_lens.toyworld.train import TrainConfig, train
+
+    model, tokenizer, log = train(TrainConfig(steps=2, batch_size=8, batches="groups", eval_every=0), progress=False)
+    assert [e["step"] for e in log] == [2] and np.isfinite(log[0]["loss"])
+
+
+def test_sincos_position_init_is_a_smooth_centred_grid():
+    from sith_lens.toyworld.train import init_positions_sincos
+
+    weight = torch.randn(65, 128)
+    init_positions_sincos(weight, rms=0.1)
+    grid = weight[1:]
+    assert torch.equal(weight[0], torch.zeros(128))  # the CLS row
+    assert grid.pow(2).mean().sqrt().item() == pytest.approx(0.1, rel=1e-5)
+    assert grid.mean(0).abs().max().item() < 1e-6
+    sims = F.cosine_similarity(grid[:, None], grid[None], dim=-1)
+    assert sims.fill_diagonal_(0).max() < 0.99  # every patch position is distinguishable
+    # patch (3, 3) is closer to its neighbour (3, 4) than to the far corner (7, 7)
+    assert sims[3 * 8 + 3, 3 * 8 + 4] > sims[3 * 8 + 3, 7 * 8 + 7]
+    with pytest.raises(ValueError, match="grid"):
+        init_positions_sincos(torch.zeros(51, 128), rms=0.1)
+
+
+#: Held-out zero-shot accuracy the shipped checkpoint must keep (20 scenes per value, so a few
+#: points of noise). Measured with 100 per value on seed 777: colour 1.00, background 1.00, position
+#: 1.00, size 0.95, texture 0.66, shape 0.20. Shape is at chance (1/6) and is not asserted: the
+#: current recipe does not teach it (see the README's toy CLIP status).
+SHIPPED_MINIMUM_ACCURACY = {"color": 0.95, "background": 0.95, "position": 0.9, "size": 0.85, "texture": 0.5}
+
+
+def test_shipped_toy_clip_loads_offline_and_has_learned_the_world(monkeypatch):
+    """The checkpoint in sith_lens/assets/toy_clip: offline, under 20 MB, identical through plain
+    transformers, and well above chance on held-out scenes (seed 4242, never used in training)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformers import CLIPModel
+
+    from sith_lens.adapters.loading import toy_checkpoint_dir
+    from sith_lens.toyworld.evaluate import zero_shot_accuracy
+
+    path = toy_checkpoint_dir()
+    assert sum(f.stat().st_size for f in path.iterdir()) < 20e6
+    model = sl.load_clip("toy")
+    world = ToyWorld(seed=4242)
+    pixels = world.batch(0, 4).pixels
+    with torch.no_grad():
+        ours = model.encode_image(pixels)
+        theirs = CLIPModel.from_pretrained(path).eval().get_image_features(pixel_values=pixels).pooler_output
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        acc = zero_shot_accuracy(model.encode_image, model.encode_text, world, per_value=20)
+    record = json.loads((path / "training.json").read_text())
+    assert record["train_seconds"] <= 3600
+    for attribute, minimum in SHIPPED_MINIMUM_ACCURACY.items():
+        assert acc[attribute] >= minimum, (attribute, acc[attribute])

@@ -1,6 +1,7 @@
 """The toy world generator: determinism, masks, patch labels and caption ground truth."""
 
 import numpy as np
+import torch
 import pytest
 
 from sith_lens.toyworld import (
@@ -209,3 +210,56 @@ def test_contrastive_batches_pair_each_scene_with_a_one_value_change():
     assert changed_attributes == set(ATTRIBUTES)
     with pytest.raises(ValueError, match="n_pairs must be >= 1"):
         ToyWorld().contrastive_batch(0, 0)
+
+
+def test_group_batches_hold_a_scene_and_its_one_value_variants():
+    from sith_lens.toyworld import scene_values
+
+    world = ToyWorld(seed=5)
+    batch = world.group_batch(0, batch_size=120, weights={"shape": 1.0, "position": 1.0, "background": 1.0})
+    assert len(batch) == 120
+    assert world.group_batch(0, 120, {"shape": 1.0, "position": 1.0, "background": 1.0}).texts == batch.texts
+    mentions = np.stack([c.mentions for c in batch.captions])
+    bgs = np.array([c.background for c in batch.captions])
+    truth = caption_truth(mentions, bgs, batch.values, batch.backgrounds)
+    # split into groups: a new group starts where an item differs from the previous one in != 1 value
+    starts, varied = [0], set()
+    for i in range(1, len(batch)):
+        a, b = batch.scenes[starts[-1]], batch.scenes[i]
+        diff = np.argwhere(scene_values(a) != scene_values(b))
+        n_diff = len(diff) + (a.background != b.background)
+        if n_diff != 1:
+            starts.append(i)
+            continue
+        varied |= {ATTRIBUTES[k] for k in diff[:, 1]} | ({"background"} if a.background != b.background else set())
+        # worded alike except the varied value; each caption is false of the other scene
+        assert len(batch.captions[i].words) == len(batch.captions[starts[-1]].words) or "center" in (
+            batch.captions[i].text + batch.captions[starts[-1]].text
+        )
+        assert truth[i, i] and not truth[starts[-1], i] and not truth[i, starts[-1]]
+    assert varied == {"shape", "position", "background"}
+    assert 12 <= len(starts) <= 40  # groups of 2-6 items (5 positions, 6 shapes, 4 backgrounds)
+    for bad in ({"shape": -1.0}, {"colour": 1.0}, {}):
+        with pytest.raises(ValueError, match="weights must map attributes"):
+            world.group_batch(0, 8, bad)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        world.group_batch(0, 0)
+
+
+def test_linear_probe_reads_what_an_embedding_holds():
+    from sith_lens.toyworld.evaluate import linear_probe_accuracy
+
+    def object_layout(pixels):  # where the object is (8x8 grid of its mask), nothing about the background
+        background = pixels.flatten(2).median(-1).values[:, :, None, None]
+        mask = ((pixels - background).abs().sum(1, keepdim=True) > 0.2).float()
+        return torch.nn.functional.avg_pool2d(mask, 8).flatten(1)
+
+    def constant(pixels):
+        return torch.ones(len(pixels), 8)
+
+    fit, test = ToyWorld(seed=1), ToyWorld(seed=2)
+    acc = linear_probe_accuracy(object_layout, fit, test, attributes=("position", "size", "background"), per_value=30)
+    assert acc["position"] > 0.95 and acc["size"] > 0.8
+    assert acc["background"] < 0.5  # chance is 0.25
+    blind = linear_probe_accuracy(constant, fit, test, attributes=("color",), per_value=30)
+    assert blind["color"] == pytest.approx(1 / 8)

@@ -65,6 +65,29 @@ def sample_scene(
     return Scene(tuple(objects), background, bg_tint)
 
 
+def with_value(scene: Scene, index: int, attribute: str, value: int) -> Scene:
+    """The scene with object ``index``'s ``attribute`` set to ``value`` (``(BACKGROUND,
+    "background")`` sets the background). Position jitter is clipped to the new size's range."""
+    if attribute == "background":
+        return Scene(scene.objects, value, scene.background_tint)
+    changed = replace(scene.objects[index], **{attribute: value})
+    jitter = POSITION_JITTER[changed.word("size")]
+    changed = replace(changed, offset=tuple(float(np.clip(o, -jitter, jitter)) for o in changed.offset))
+    objects = list(scene.objects)
+    objects[index] = changed
+    return Scene(tuple(objects), scene.background, scene.background_tint)
+
+
+def alternatives(scene: Scene, index: int, attribute: str) -> list[int]:
+    """The values ``attribute`` of object ``index`` (or the background) could take instead, in
+    value order; positions exclude the cells other objects hold."""
+    if attribute == "background":
+        return [v for v in range(len(BACKGROUNDS)) if v != scene.background]
+    current = scene.objects[index].value(attribute)
+    taken = {o.position for o in scene.objects}
+    return [v for v in range(len(VALUES[attribute])) if v != current and (attribute != "position" or v not in taken)]
+
+
 def counterfactual(scene: Scene, rng: np.random.Generator) -> tuple[Scene, tuple[int, str]]:
     """The scene with one value changed: one attribute of one object, or the background.
 
@@ -77,21 +100,8 @@ def counterfactual(scene: Scene, rng: np.random.Generator) -> tuple[Scene, tuple
     """
     choices = [(i, a) for i in range(len(scene.objects)) for a in ATTRIBUTES] + [(BACKGROUND, "background")]
     index, attribute = choices[int(rng.integers(len(choices)))]
-    if attribute == "background":
-        others = [v for v in range(len(BACKGROUNDS)) if v != scene.background]
-        return Scene(scene.objects, int(rng.choice(others)), scene.background_tint), (index, attribute)
-    obj = scene.objects[index]
-    taken = {o.position for o in scene.objects}
-    current = obj.value(attribute)
-    others = [
-        v for v in range(len(VALUES[attribute])) if v != current and (attribute != "position" or v not in taken)
-    ]
-    changed = replace(obj, **{attribute: int(rng.choice(others))})
-    jitter = POSITION_JITTER[changed.word("size")]
-    changed = replace(changed, offset=tuple(float(np.clip(o, -jitter, jitter)) for o in changed.offset))
-    objects = list(scene.objects)
-    objects[index] = changed
-    return Scene(tuple(objects), scene.background, scene.background_tint), (index, attribute)
+    value = int(rng.choice(alternatives(scene, index, attribute)))
+    return with_value(scene, index, attribute, value), (index, attribute)
 
 
 def scene_values(scene: Scene) -> Int[np.ndarray, "max_objects n_attributes"]:
@@ -255,6 +265,44 @@ class ToyWorld:
             twin_captions.append(make_caption(other, twin_rng, force=force))
             changed.append(other)
         return batch_from_scenes(scenes + changed, captions + twin_captions, self.image_size, self.patch_size)
+
+    def group_batch(
+        self, index: int, batch_size: int, weights: dict[str, float] | None = None
+    ) -> ToyBatch:
+        """Batch number ``index`` of minimal-pair groups: a random scene followed by every variant
+        of it that differs in one value (one attribute of one object, or the background), until
+        ``batch_size`` items. Each group's captions name the varied attribute and are otherwise
+        worded alike, so a contrastive loss has to tell that attribute's values apart.
+
+        ``weights`` sets how often each attribute (or "background") is the varied one; uniform by
+        default.
+
+        Example:
+            >>> batch = ToyWorld(seed=0).group_batch(0, batch_size=64, weights={"shape": 2.0})
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        names = (*ATTRIBUTES, "background")
+        weights = {a: 1.0 for a in names} if weights is None else weights
+        unknown = set(weights) - set(names)
+        if unknown or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+            raise ValueError(f"weights must map attributes of {names} to non-negative numbers, got {weights}")
+        choices = list(weights)
+        p = np.array([weights[a] for a in choices], dtype=np.float64)
+        rng = self.rng(4, index)
+        scenes: list[Scene] = []
+        captions: list[Caption] = []
+        while len(scenes) < batch_size:
+            base = sample_scene(rng)
+            attribute = choices[int(rng.choice(len(choices), p=p / p.sum()))]
+            target = BACKGROUND if attribute == "background" else int(rng.integers(len(base.objects)))
+            group = [base] + [with_value(base, target, attribute, v) for v in alternatives(base, target, attribute)]
+            caption_rng = copy.deepcopy(rng)
+            rng.random()  # move the main stream on, whatever the group's size
+            for scene in group[: batch_size - len(scenes)]:
+                scenes.append(scene)
+                captions.append(make_caption(scene, copy.deepcopy(caption_rng), force=(target, attribute)))
+        return batch_from_scenes(scenes, captions, self.image_size, self.patch_size)
 
     def attribute_set(self, attribute: str, per_value: int) -> AttributeSet:
         """``per_value`` single-object scenes for each value of ``attribute``, other attributes random.
