@@ -46,12 +46,12 @@ VALIDATION_SEED = 1
 #: Zero-shot accuracy every attribute should reach (the model card flags those below it).
 QUALITY_TARGET = 0.90
 #: The ways of building a batch (TrainConfig.batches).
-BATCH_KINDS = ("groups", "pairs", "scenes")
 BATCH_DESCRIPTIONS = {
     "groups": "groups of a scene and its variants that differ in one value (weights {group_weights})",
     "pairs": "hard-negative pairs (a scene and a copy with one value changed, both captions naming it)",
     "scenes": "independent scenes",
 }
+BATCH_KINDS = tuple(BATCH_DESCRIPTIONS)
 
 
 @dataclass
