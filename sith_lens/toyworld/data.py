@@ -104,6 +104,18 @@ def counterfactual(scene: Scene, rng: np.random.Generator) -> tuple[Scene, tuple
     return with_value(scene, index, attribute, value), (index, attribute)
 
 
+def group_probabilities(weights: dict[str, float] | None) -> tuple[list[str], np.ndarray]:
+    """Check ``ToyWorld.group_batch`` weights; return the attributes and their probabilities
+    (uniform over the attributes and "background" when ``weights`` is None)."""
+    names = (*ATTRIBUTES, "background")
+    weights = {a: 1.0 for a in names} if weights is None else weights
+    unknown = set(weights) - set(names)
+    if unknown or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+        raise ValueError(f"weights must map attributes of {names} to non-negative numbers, got {weights}")
+    p = np.array(list(weights.values()), dtype=np.float64)
+    return list(weights), p / p.sum()
+
+
 def scene_values(scene: Scene) -> Int[np.ndarray, "max_objects n_attributes"]:
     """Attribute value indices per object slot, -2 for slots the scene does not fill."""
     out = np.full((MAX_OBJECTS, len(ATTRIBUTES)), -2, dtype=np.int64)
@@ -282,19 +294,13 @@ class ToyWorld:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        names = (*ATTRIBUTES, "background")
-        weights = {a: 1.0 for a in names} if weights is None else weights
-        unknown = set(weights) - set(names)
-        if unknown or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
-            raise ValueError(f"weights must map attributes of {names} to non-negative numbers, got {weights}")
-        choices = list(weights)
-        p = np.array([weights[a] for a in choices], dtype=np.float64)
+        choices, p = group_probabilities(weights)
         rng = self.rng(4, index)
         scenes: list[Scene] = []
         captions: list[Caption] = []
         while len(scenes) < batch_size:
             base = sample_scene(rng)
-            attribute = choices[int(rng.choice(len(choices), p=p / p.sum()))]
+            attribute = choices[int(rng.choice(len(choices), p=p))]
             target = BACKGROUND if attribute == "background" else int(rng.integers(len(base.objects)))
             group = [base] + [with_value(base, target, attribute, v) for v in alternatives(base, target, attribute)]
             caption_rng = copy.deepcopy(rng)

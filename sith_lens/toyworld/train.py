@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .captions import caption_truth
-from .data import PIXEL_MEAN, PIXEL_STD, ToyBatch, ToyWorld
+from .data import PIXEL_MEAN, PIXEL_STD, ToyBatch, ToyWorld, group_probabilities
 from .evaluate import caption_retrieval, zero_shot_accuracy
 from .vocab import SPECIAL_TOKENS, tokenizer_words
 
@@ -249,7 +249,7 @@ def train(cfg: TrainConfig, progress: bool = True):
     if cfg.batches not in BATCH_KINDS:
         raise ValueError(f"batches must be one of {BATCH_KINDS}, got {cfg.batches!r}")
     if cfg.batches == "groups":
-        ToyWorld().group_batch(0, 1, parse_weights(cfg.group_weights))  # fail now on bad weights
+        group_probabilities(parse_weights(cfg.group_weights))  # fail now on bad weights
     tokenizer = build_tokenizer(cfg.n_ctx)
     torch.manual_seed(cfg.seed)
     model = CLIPModel(toy_clip_config(cfg, len(tokenizer)))
