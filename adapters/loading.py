@@ -79,6 +79,8 @@ class HookedCLIP(nn.Module):
         text: ``HookedCLIPText``, TransformerLens hooks on the text tower.
         cfg: ``CLIPInfo`` (model name, family, joint-space width).
         logit_scale: the learned temperature, ``exp(logit_scale)`` multiplies cosine similarities.
+        image_mean: ``[d_proj]`` mean normalised image embedding saved with the checkpoint
+            (``image_mean.safetensors``; the toy CLIP ships one), or None. SITH's read-out uses it.
 
     Example:
         >>> model = sl.load_clip("openai/clip-vit-base-patch32")
@@ -102,6 +104,7 @@ class HookedCLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)), requires_grad=False)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self.register_buffer("image_mean", None, persistent=False)
 
     # -- inputs --------------------------------------------------------------------------------------
     def tokenize(self, texts: str | Sequence[str]) -> TextTokens:
@@ -353,7 +356,7 @@ def load_clip(
     if isinstance(spec, HookedCLIP):
         model = spec
     else:
-        hf_model, name, found_tok, found_proc = _hf_clip_from_spec(
+        hf_model, name, found_tok, found_proc, local = _hf_clip_from_spec(
             spec, want_tokenizer=tokenizer is None, want_processor=image_processor is None
         )
         vision, text = towers_from_hf(hf_model, model_name=name)
@@ -367,18 +370,21 @@ def load_clip(
         ).eval()
         if model.image_processor is None:
             model.image_processor = _default_processor(vision.cfg.image_size)
+        model.image_mean = _saved_image_mean(local, vision.cfg.d_proj)
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
 
 
-def _hf_clip_from_spec(spec: Any, want_tokenizer: bool, want_processor: bool) -> tuple[Any, str, Any, Any]:
-    """``(CLIPModel, name, tokenizer or None, image processor or None)`` for any accepted spec;
-    the tokenizer and processor are looked for next to a checkpoint only when wanted."""
+def _hf_clip_from_spec(
+    spec: Any, want_tokenizer: bool, want_processor: bool
+) -> tuple[Any, str, Any, Any, Path | None]:
+    """``(CLIPModel, name, tokenizer or None, image processor or None, local directory or None)`` for
+    any accepted spec; the tokenizer and processor are looked for next to a checkpoint only when wanted."""
     from transformers import CLIPModel, PreTrainedModel
 
     if isinstance(spec, CLIPModel):
-        return spec, getattr(spec.config, "_name_or_path", "") or "custom", None, None
+        return spec, getattr(spec.config, "_name_or_path", "") or "custom", None, None, None
     if isinstance(spec, PreTrainedModel):
         raise ValueError(
             f"load_clip takes a transformers CLIPModel, got {type(spec).__name__}; "
@@ -390,10 +396,31 @@ def _hf_clip_from_spec(spec: Any, want_tokenizer: bool, want_processor: bool) ->
     if not name.strip():
         raise ValueError("load_clip needs a model spec, got an empty string; try 'random:tiny'")
     if name.startswith("random:"):
-        return _random_clip(name.split(":", 1)[1]), name, None, None
+        return _random_clip(name.split(":", 1)[1]), name, None, None, None
     local = toy_checkpoint_dir() if name == "toy" else _local_checkpoint(name)
     hf_model = _load_hf_clip(name, local)  # first: it rejects non-CLIP checkpoints
-    return (hf_model, name, *_tokenizer_and_processor(name, local, want_tokenizer, want_processor))
+    return (hf_model, name, *_tokenizer_and_processor(name, local, want_tokenizer, want_processor), local)
+
+
+IMAGE_MEAN_FILE = "image_mean.safetensors"
+
+
+def _saved_image_mean(local: Path | None, d_proj: int) -> torch.Tensor | None:
+    """The mean normalised image embedding saved next to a checkpoint (``image_mean.safetensors``,
+    key ``image_mean``, as the toy CLIP ships it), or None."""
+    if local is None or not (local / IMAGE_MEAN_FILE).is_file():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        mean = load_file(str(local / IMAGE_MEAN_FILE))["image_mean"].float()
+    except Exception as err:
+        logger.warning("ignoring %s (%s)", local / IMAGE_MEAN_FILE, err)
+        return None
+    if mean.shape != (d_proj,):
+        logger.warning("ignoring %s: shape %s, expected (%d,)", local / IMAGE_MEAN_FILE, tuple(mean.shape), d_proj)
+        return None
+    return mean
 
 
 def _load_hf_clip(name: str, local: Path | None) -> Any:

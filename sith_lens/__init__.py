@@ -28,6 +28,14 @@ _LAZY = {
     "TowerConfig": "sith_lens.adapters.transformer_lens",
     "ToyWorld": "sith_lens.toyworld",
     "load_vocabulary": "sith_lens.vocabularies",
+    "ConceptDictionary": "sith_lens.concepts",
+    "explain_heads": "sith_lens.sith",
+    "image_mean": "sith_lens.sith",
+    "SITHResult": "sith_lens.sith",
+    "comp": "sith_lens.pursuit",
+    "pursue": "sith_lens.pursuit",
+    "SparseCodes": "sith_lens.pursuit",
+    "factored_svd": "sith_lens.svd",
 }
 
 __all__ = ["__version__", *_LAZY]

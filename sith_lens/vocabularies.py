@@ -1,6 +1,6 @@
 """Concept vocabularies: lists of strings that explanations are written in.
 
-Sources: a registered name ("toy"), a text file with one concept per line, or a list of strings.
+Sources: a registered name ("toy", "english"), a text file with one concept per line, or a list of strings.
 Blank entries and duplicates are dropped with a warning, keeping the first occurrence's order.
 """
 
@@ -20,8 +20,15 @@ def _toy() -> list[str]:
     return toy_concepts()
 
 
+def _english() -> list[str]:
+    from importlib.resources import files
+
+    # built by scripts/build_english_vocab.py from wordfreq; see the README for provenance
+    return (files("sith_lens") / "assets" / "vocabularies" / "english.txt").read_text(encoding="utf-8").splitlines()
+
+
 #: Built-in vocabularies by name.
-VOCABULARIES: dict[str, Callable[[], list[str]]] = {"toy": _toy}
+VOCABULARIES: dict[str, Callable[[], list[str]]] = {"toy": _toy, "english": _english}
 
 
 def clean_concepts(concepts: Iterable[str], source: str = "concepts") -> list[str]:

@@ -1,0 +1,418 @@
+"""Sparse codes over a concept dictionary: COMP and its baselines, batched (sith_spec §3).
+
+Every method has one interface, ``method(targets [B, D], atoms [M, D], k, ...) -> SparseCodes`` with
+``indices [B, k]`` (atoms in selection order) and ``coefs [B, k]`` (zeros allowed). ``pursue``
+dispatches by name; ``METHODS`` lists them.
+
+* ``comp``: Coherent OMP. Pick ``argmax_j <r, a_j> + lam * <mean of selected atoms, a_j>`` (the
+  second term from the second pick on), never re-pick, refit non-negative least squares on the
+  whole support after every pick, exactly ``k`` picks.
+* ``nnomp``: COMP with ``lam = 0``.
+* ``omp``: classic OMP: largest ``|<r, a_j>|``, unconstrained least-squares refit (signed codes).
+* ``mp``: non-negative matching pursuit: coefficient = correlation, residual deflation, no refit;
+  an atom may be picked again (its index then repeats; ``to_dense`` sums the repeats).
+* ``topk``: the ``k`` atoms most similar to the target, with NNLS coefficients.
+
+Speed. Both COMP terms are linear in the candidate, so each pick scores all atoms with *one*
+product ``(r + lam * m) @ atoms.T``. For float32 inputs on hardware with fast bfloat16 matrix
+products, that product runs in bfloat16; the best ``n_candidates`` are then re-scored in the input
+precision, and a rigorous bound on the bfloat16 error proves that the winner is the exact argmax.
+Rows where the bound cannot prove it are re-scored in full precision. The answer is therefore the
+one the exact computation gives (up to exact ties); ``precision="exact"`` skips the shortcut.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, Literal, NamedTuple
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+Precision = Literal["auto", "exact"]
+
+
+class SparseCodes(NamedTuple):
+    """Sparse codes of ``B`` targets over ``M`` atoms, ``k`` picks each."""
+
+    indices: Int[Tensor, "batch k"]
+    """Atom indices in the order they were picked."""
+    coefs: Float[Tensor, "batch k"]
+    """Coefficient of each pick (non-negative except for ``omp``; a pick may end at exactly 0)."""
+
+    def to_dense(self, n_atoms: int) -> Float[Tensor, "batch n_atoms"]:
+        """Dense codes ``[B, M]`` (repeated indices, possible with ``mp``, are summed).
+
+        Example:
+            >>> SparseCodes(torch.tensor([[2, 0]]), torch.tensor([[0.5, 0.25]])).to_dense(3).tolist()
+            [[0.25, 0.0, 0.5]]
+        """
+        dense = torch.zeros(self.coefs.shape[0], n_atoms, dtype=self.coefs.dtype, device=self.coefs.device)
+        return dense.scatter_add_(1, self.indices, self.coefs)
+
+    def reconstruct(self, atoms: Float[Tensor, "M D"]) -> Float[Tensor, "batch D"]:
+        """``sum_k coefs[:, k] * atoms[indices[:, k]]``."""
+        return torch.einsum("bk,bkd->bd", self.coefs.to(atoms.dtype), atoms[self.indices])
+
+
+# --------------------------------------------------------------------------------------------------
+# non-negative least squares on small Gram systems
+# --------------------------------------------------------------------------------------------------
+def _solve_on(G: Tensor, b: Tensor, passive: Tensor) -> Tensor:
+    """Least squares restricted to ``passive`` (zeros elsewhere), batched, for SPD ``G``."""
+    s = b.shape[-1]
+    eye = torch.eye(s, dtype=G.dtype, device=G.device)
+    both = passive[:, :, None] & passive[:, None, :]
+    Gm = torch.where(both, G, eye) + 1e-12 * eye * G.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True)[..., None]
+    bm = torch.where(passive, b, torch.zeros_like(b))
+    return torch.where(passive, torch.linalg.solve(Gm, bm), torch.zeros_like(b))
+
+
+def nnls_gram(
+    G: Float[Tensor, "batch s s"],
+    b: Float[Tensor, "batch s"],
+    init: Float[Tensor, "batch s"] | None = None,
+) -> Float[Tensor, "batch s"]:
+    """``argmin_{c >= 0} c^T G c - 2 b^T c`` for each row: NNLS given ``G = A A^T`` and ``b = A z``.
+
+    Batched Lawson-Hanson active-set method in float64 (exact up to round-off, unlike a fixed number
+    of coordinate-descent sweeps). ``init`` may warm-start it with a previous optimum on a smaller
+    support (its positive entries become the initial passive set). Returns ``b``'s dtype.
+
+    Example:
+        >>> A = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]); z = torch.tensor([[2.0, -1.0]])
+        >>> nnls_gram(A @ A.mT, (A @ z[..., None])[..., 0]).tolist()
+        [[2.0, 0.0]]
+    """
+    dtype = b.dtype
+    G, b = G.double(), b.double()
+    n, s = b.shape
+    if init is None:
+        x = torch.zeros_like(b)
+        passive = torch.zeros(n, s, dtype=torch.bool, device=b.device)
+    else:
+        passive = init.double() > 0
+        x = _solve_on(G, b, passive)
+        passive &= x > 0  # a warm start that is no longer feasible restarts those entries at 0
+        x = torch.where(passive, x, torch.zeros_like(x))
+    tol = 1e-12 * b.abs().amax(-1).clamp_min(1e-300)
+    for _ in range(3 * s + 10):
+        w = b - (G @ x[..., None])[..., 0]
+        w = torch.where(passive, torch.full_like(w, -torch.inf), w)
+        w_best, j = w.max(-1)
+        active = w_best > tol
+        if not active.any():
+            break
+        passive = passive | (active[:, None] & torch.nn.functional.one_hot(j, s).bool())
+        inner = active.clone()
+        for _ in range(s + 1):
+            z = _solve_on(G, b, passive)
+            infeasible = (passive & (z <= 0)).any(-1)
+            done = inner & ~infeasible
+            x = torch.where(done[:, None], z, x)
+            inner = inner & infeasible
+            if not inner.any():
+                break
+            ratio = torch.where(passive & (z <= 0), x / (x - z), torch.full_like(x, torch.inf))
+            alpha = ratio.amin(-1, keepdim=True).clamp(0, 1)
+            x = torch.where(inner[:, None], x + alpha * (z - x), x)
+            passive = passive & ~(inner[:, None] & (x <= 1e-15))
+            x = torch.where(passive, x, torch.zeros_like(x))
+    return x.to(dtype)
+
+
+def lstsq_gram(G: Float[Tensor, "batch s s"], b: Float[Tensor, "batch s"]) -> Float[Tensor, "batch s"]:
+    """Unconstrained least squares from the Gram form (float64 inside)."""
+    passive = torch.ones_like(b, dtype=torch.bool)
+    return _solve_on(G.double(), b.double(), passive).to(b.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring: exact, or bfloat16 with an exact re-check
+# --------------------------------------------------------------------------------------------------
+BF16_UNIT_ROUNDOFF = 2.0**-8
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _use_bf16(x: Tensor, precision: Precision) -> bool:
+    if precision == "exact" or x.dtype != torch.float32 or os.environ.get("SITH_LENS_EXACT_SCORES"):
+        return False
+    if x.device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return x.device.type == "cpu" and _cpu_has_fast_bf16()
+
+
+class _Scorer:
+    """Finds, per row, the atom with the largest ``<q, a>`` (or ``|<q, a>|``) outside an excluded set."""
+
+    def __init__(self, atoms: Tensor, precision: Precision, n_candidates: int = 16):
+        self.atoms = atoms
+        self.low = atoms.to(torch.bfloat16) if _use_bf16(atoms, precision) else None
+        self.n_candidates = min(n_candidates, atoms.shape[0])
+        self.atom_norm = float(atoms.norm(dim=-1).max())
+        self.fallback_rows = 0  # rows that needed a full-precision re-score (for benchmarks)
+
+    def _exact(self, q: Tensor, exclude: Tensor, absval: bool) -> Tensor:
+        s = q @ self.atoms.T
+        if absval:
+            s = s.abs()
+        if exclude.shape[1]:
+            s.scatter_(1, exclude, -torch.inf)
+        return s.argmax(1)
+
+    def best(self, q: Float[Tensor, "B D"], exclude: Int[Tensor, "B t"], absval: bool = False) -> Int[Tensor, " B"]:
+        M = self.atoms.shape[0]
+        if self.low is None or M - exclude.shape[1] <= self.n_candidates:
+            return self._exact(q, exclude, absval)
+        s = (q.to(torch.bfloat16) @ self.low.T).float()
+        if absval:
+            s = s.abs()
+        if exclude.shape[1]:
+            s.scatter_(1, exclude, -torch.inf)
+        low_scores, cand = s.topk(self.n_candidates, dim=1)
+        exact = torch.einsum("bd,bcd->bc", q, self.atoms[cand])
+        if absval:
+            exact = exact.abs()
+        top = exact.amax(1, keepdim=True)
+        # lowest atom index among exact ties, as the exact path's argmax would give
+        choice = torch.where(exact == top, cand, torch.full_like(cand, M)).amin(1)
+        # every atom outside the candidates scored <= low_scores[:, -1] in bfloat16; its exact score is
+        # at most that plus the bfloat16 error bound (inputs rounded twice, output once)
+        bound = 4.0 * BF16_UNIT_ROUNDOFF * q.norm(dim=-1) * self.atom_norm + 1e-6
+        unproven = top[:, 0] < low_scores[:, -1] + bound
+        if unproven.any():
+            rows = unproven.nonzero()[:, 0]
+            self.fallback_rows += int(rows.numel())
+            choice[rows] = self._exact(q[rows], exclude[rows], absval)
+        return choice
+
+
+# --------------------------------------------------------------------------------------------------
+# the methods
+# --------------------------------------------------------------------------------------------------
+METHODS: dict[str, Callable[..., SparseCodes]] = {}
+
+
+def register(name: str) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        METHODS[name] = fn
+        return fn
+
+    return deco
+
+
+def _check(targets: Tensor, atoms: Tensor, k: int, lam: float = 0.0) -> None:
+    if not isinstance(targets, Tensor) or not isinstance(atoms, Tensor):
+        raise TypeError("targets and atoms must be torch tensors")
+    if targets.dim() != 2 or atoms.dim() != 2 or targets.shape[1] != atoms.shape[1]:
+        raise ValueError(
+            f"expected targets [B, D] and atoms [M, D] with the same D, got {tuple(targets.shape)} and "
+            f"{tuple(atoms.shape)}"
+        )
+    if not targets.is_floating_point() or targets.dtype != atoms.dtype:
+        raise ValueError(f"targets and atoms must share one floating dtype, got {targets.dtype} and {atoms.dtype}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k > atoms.shape[0]:
+        raise ValueError(f"k={k} is larger than the dictionary ({atoms.shape[0]} atoms); use k <= {atoms.shape[0]}")
+    if not (lam >= 0) or lam == float("inf"):
+        raise ValueError(f"lam must be a finite number >= 0 (the paper uses 0.3), got {lam!r}")
+    for name, t in (("targets", targets), ("atoms", atoms)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} hold NaN or infinite values; clean them before the pursuit")
+
+
+def _chunked(fn: Callable[[Tensor], SparseCodes], targets: Tensor, chunk_size: int) -> SparseCodes:
+    parts = [fn(targets[i : i + chunk_size]) for i in range(0, targets.shape[0], chunk_size)]
+    if not parts:
+        k = 0
+        return SparseCodes(torch.zeros(0, k, dtype=torch.long), targets.new_zeros(0, k))
+    return SparseCodes(torch.cat([p.indices for p in parts]), torch.cat([p.coefs for p in parts]))
+
+
+def _greedy(
+    Z: Tensor, atoms: Tensor, scorer: _Scorer, k: int, lam: float, nonneg: bool, absval: bool
+) -> SparseCodes:
+    """OMP-family pursuit with an optional coherence bonus; see the module docstring."""
+    B = Z.shape[0]
+    idx = torch.zeros(B, k, dtype=torch.long, device=Z.device)
+    G = torch.zeros(B, k, k, dtype=torch.float64, device=Z.device)
+    b = torch.zeros(B, k, dtype=torch.float64, device=Z.device)
+    coefs = torch.zeros(B, 0, dtype=torch.float64, device=Z.device)
+    R, selected_sum = Z, torch.zeros_like(Z)
+    for t in range(k):
+        q = R + (lam / t) * selected_sum if (t and lam) else R
+        j = scorer.best(q, idx[:, :t], absval=absval)
+        idx[:, t] = j
+        a = atoms[j]  # [B, D]
+        selected_sum = selected_sum + a
+        chosen = atoms[idx[:, : t + 1]]  # [B, t+1, D]
+        g = torch.einsum("bd,bsd->bs", a.double(), chosen.double())
+        G[:, t, : t + 1] = g
+        G[:, : t + 1, t] = g
+        b[:, t] = (Z.double() * a.double()).sum(-1)
+        Gt, bt = G[:, : t + 1, : t + 1], b[:, : t + 1]
+        if nonneg:
+            warm = torch.cat([coefs, torch.zeros_like(coefs[:, :1])], 1)
+            coefs = nnls_gram(Gt, bt, init=warm if t else None)
+        else:
+            coefs = lstsq_gram(Gt, bt)
+        R = Z - torch.einsum("bs,bsd->bd", coefs.to(Z.dtype), chosen)
+    return SparseCodes(idx, coefs.to(Z.dtype))
+
+
+@register("comp")
+def comp(
+    targets: Float[Tensor, "B D"],
+    atoms: Float[Tensor, "M D"],
+    k: int = 5,
+    lam: float = 0.3,
+    *,
+    precision: Precision = "auto",
+    chunk_size: int = 4096,
+) -> SparseCodes:
+    """Coherent Orthogonal Matching Pursuit (sith_spec §3.2), batched over targets.
+
+    Args:
+        targets: unit vectors to explain, ``[B, D]``.
+        atoms: unit dictionary atoms, ``[M, D]`` (same dtype as ``targets``).
+        k: number of picks (exactly ``k``; coefficients may end at 0).
+        lam: coherence weight (0 gives NNOMP; the paper uses 0.3).
+        precision: ``"auto"`` scores in bfloat16 where that is fast and re-checks the winner
+            exactly; ``"exact"`` scores in the input dtype.
+        chunk_size: targets per chunk (bounds the ``[chunk, M]`` score matrix).
+
+    Example:
+        >>> atoms = torch.nn.functional.normalize(torch.randn(1000, 64), dim=-1)
+        >>> codes = comp(atoms[:3] + 0.1 * atoms[3:6], atoms, k=5, lam=0.3)
+        >>> codes.indices.shape, codes.coefs.shape
+        (torch.Size([3, 5]), torch.Size([3, 5]))
+    """
+    _check(targets, atoms, k, lam)
+    scorer = _Scorer(atoms, precision)
+    return _chunked(lambda Z: _greedy(Z, atoms, scorer, k, float(lam), nonneg=True, absval=False), targets, chunk_size)
+
+
+@register("nnomp")
+def nnomp(
+    targets: Float[Tensor, "B D"], atoms: Float[Tensor, "M D"], k: int = 5, lam: float = 0.0, **kwargs
+) -> SparseCodes:
+    """Non-negative OMP: ``comp`` with ``lam = 0`` (``lam`` is accepted and ignored).
+
+    Example:
+        >>> nnomp(targets, atoms, k=5).indices.shape     # [B, 5]
+    """
+    return comp(targets, atoms, k, 0.0, **kwargs)
+
+
+@register("omp")
+def omp(
+    targets: Float[Tensor, "B D"],
+    atoms: Float[Tensor, "M D"],
+    k: int = 5,
+    lam: float = 0.0,
+    *,
+    precision: Precision = "auto",
+    chunk_size: int = 4096,
+) -> SparseCodes:
+    """Classic (signed) OMP: largest ``|correlation|``, unconstrained refit; codes may be negative.
+
+    Example:
+        >>> omp(targets, atoms, k=5).coefs.shape     # [B, 5]
+    """
+    _check(targets, atoms, k)
+    scorer = _Scorer(atoms, precision)
+    return _chunked(lambda Z: _greedy(Z, atoms, scorer, k, 0.0, nonneg=False, absval=True), targets, chunk_size)
+
+
+@register("mp")
+def mp(
+    targets: Float[Tensor, "B D"],
+    atoms: Float[Tensor, "M D"],
+    k: int = 5,
+    lam: float = 0.0,
+    *,
+    tol: float = 1e-6,
+    precision: Precision = "auto",
+    chunk_size: int = 4096,
+) -> SparseCodes:
+    """Non-negative matching pursuit: coefficient = correlation, deflate, no refit; stops adding
+    weight (coefficient 0) once the best correlation is ``<= tol``.
+
+    Example:
+        >>> mp(targets, atoms, k=5).indices.shape     # [B, 5]; indices may repeat
+    """
+    _check(targets, atoms, k)
+    scorer = _Scorer(atoms, precision)
+    no_exclusion = torch.zeros(targets.shape[0], 0, dtype=torch.long)
+
+    def run(Z: Tensor) -> SparseCodes:
+        idx = torch.zeros(Z.shape[0], k, dtype=torch.long, device=Z.device)
+        coefs = torch.zeros(Z.shape[0], k, dtype=Z.dtype, device=Z.device)
+        R = Z
+        for t in range(k):
+            j = scorer.best(R, no_exclusion[: Z.shape[0]].to(Z.device))
+            a = atoms[j]
+            c = (R * a).sum(-1)
+            c = torch.where(c > tol, c, torch.zeros_like(c))
+            idx[:, t], coefs[:, t] = j, c
+            R = R - c[:, None] * a
+        return SparseCodes(idx, coefs)
+
+    return _chunked(run, targets, chunk_size)
+
+
+@register("topk")
+def topk(
+    targets: Float[Tensor, "B D"],
+    atoms: Float[Tensor, "M D"],
+    k: int = 5,
+    lam: float = 0.0,
+    *,
+    precision: Precision = "auto",
+    chunk_size: int = 4096,
+) -> SparseCodes:
+    """The ``k`` atoms with the largest cosine to each target, with NNLS coefficients on them.
+
+    Example:
+        >>> topk(targets, atoms, k=5).indices.shape     # [B, 5], most similar first
+    """
+    _check(targets, atoms, k)
+
+    def run(Z: Tensor) -> SparseCodes:
+        idx = (Z @ atoms.T).topk(k, dim=1).indices
+        chosen = atoms[idx].double()
+        G = chosen @ chosen.transpose(1, 2)
+        b = torch.einsum("bkd,bd->bk", chosen, Z.double())
+        return SparseCodes(idx, nnls_gram(G, b).to(Z.dtype))
+
+    return _chunked(run, targets, chunk_size)
+
+
+def pursue(
+    targets: Float[Tensor, "B D"],
+    atoms: Float[Tensor, "M D"],
+    method: str = "comp",
+    k: int = 5,
+    lam: float = 0.3,
+    **kwargs,
+) -> SparseCodes:
+    """Run the pursuit ``method`` (one of ``METHODS``) with one interface.
+
+    Example:
+        >>> pursue(targets, atoms, "nnomp", k=5).indices.shape     # [B, 5]
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    return METHODS[method](targets, atoms, k, lam, **kwargs)

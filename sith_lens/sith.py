@@ -1,0 +1,452 @@
+"""SITH: explain every attention head of a CLIP vision tower from its weights alone.
+
+Pipeline (sith_spec §1-4): fold ``ln_1`` into the value weights and centre (``weights``), take the
+sign-fixed SVD of each head's ``W_VO`` from its factors (``svd``), read each singular vector into
+the joint space (``readout``), and explain it with a sparse non-negative code over a concept
+dictionary (``pursuit``). ``explain_heads`` runs it and returns a ``SITHResult``.
+
+The model is duck-typed (a ``HookedCLIP``: ``.vision`` with stacked ``W_V``/``W_O``, ``blocks[l].ln1``,
+``ln_final`` and ``W_proj``); this module imports no host library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .concepts import ConceptDictionary
+from .pursuit import METHODS, pursue
+from .readout import JointReadout
+from .svd import factored_svd
+from .weights import check_finite, vo_factors
+
+logger = logging.getLogger(__name__)
+
+Centering = Literal["auto", "image", "none"]
+Side = Literal["right", "left"]
+RESULT_FORMAT = "sith-lens/sith-result/1"
+
+
+# --------------------------------------------------------------------------------------------------
+# model access
+# --------------------------------------------------------------------------------------------------
+def _vision(model: Any) -> Any:
+    vision = getattr(model, "vision", None)
+    if vision is None or not hasattr(vision, "W_V") or not hasattr(vision, "blocks"):
+        raise TypeError(
+            f"expected a HookedCLIP (from sith_lens.load_clip), got {type(model).__name__}; "
+            "load the model with sl.load_clip(...) first"
+        )
+    return vision
+
+
+def resolve_layers(layers: int | Iterable[int] | None, n_layers: int) -> list[int]:
+    """Absolute, sorted, unique layer indices; negatives count from the end (``-1`` is the last).
+
+    Example:
+        >>> resolve_layers([-2, -1], 12)
+        [10, 11]
+    """
+    if layers is None:
+        return list(range(n_layers))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = []
+    for layer in layers:
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise TypeError(f"layers must be integers, got {layer!r}")
+        if not -n_layers <= layer < n_layers:
+            raise ValueError(f"layer {layer} is out of range for a tower with {n_layers} layers "
+                             f"(use 0..{n_layers - 1} or -{n_layers}..-1)")
+        out.append(layer % n_layers)
+    if not out:
+        raise ValueError("layers is empty; pass None for every layer")
+    return sorted(set(out))
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """Layers from a command-line string: ``"all"``, ``"-4:"``, ``"0,3,-1"``, ``"2:5"``.
+
+    Example:
+        >>> parse_layers("-4:", 12)
+        [8, 9, 10, 11]
+    """
+    spec = spec.strip()
+    if spec in ("", "all", ":"):
+        return list(range(n_layers))
+    try:
+        if ":" in spec:
+            start, stop = (int(p) if p.strip() else None for p in spec.split(":", 1))
+            return resolve_layers(list(range(n_layers))[slice(start, stop)] or [], n_layers)
+        return resolve_layers([int(p) for p in spec.split(",")], n_layers)
+    except ValueError as err:
+        raise ValueError(f"bad layers {spec!r} ({err}); use 'all', a slice like '-4:' or a list like '0,3,-1'") from None
+
+
+def joint_readout(model: Any, centering: Centering = "auto", image_mean: Tensor | None = None) -> JointReadout:
+    """The vision tower's read-out into the joint space, with the requested image-side centring.
+
+    ``centering``: ``"auto"`` uses ``image_mean`` if given, else the mean shipped with the model
+    (the toy CLIP has one), else none; ``"image"`` requires a mean; ``"none"`` is strictly
+    data-free.
+
+    Example:
+        >>> ro = joint_readout(model, centering="none")
+    """
+    vision = _vision(model)
+    if centering not in ("auto", "image", "none"):
+        raise ValueError(f"centering must be 'auto', 'image' or 'none', got {centering!r}")
+    mean = None
+    if centering != "none":
+        mean = image_mean if image_mean is not None else getattr(model, "image_mean", None)
+        if mean is None and centering == "image":
+            raise ValueError(
+                "centering='image' needs an image-embedding mean: pass image_mean=sl.image_mean(model, images) "
+                "with a few thousand of your images, or use centering='none'"
+            )
+    if mean is not None:
+        mean = mean.detach().float().cpu()
+        check_finite("image_mean", mean)
+    ln = vision.ln_final
+    return JointReadout(
+        ln.w.detach().float().cpu(), ln.b.detach().float().cpu(), float(ln.eps),
+        vision.W_proj.detach().float().cpu(), mean,
+    )
+
+
+def image_mean(model: Any, images: Any, batch_size: int = 64, progress: bool = True) -> Float[Tensor, " d_proj"]:
+    """Mean of the L2-normalised image embeddings of ``images`` (not renormalised), as the paper
+    computes it for the image-side centring.
+
+    ``images``: a pixel tensor ``[N, C, H, W]`` already preprocessed, or a list of PIL images or
+    file paths (preprocessed with ``model.preprocess``).
+
+    Example:
+        >>> mu = image_mean(model, [Image.open(p) for p in paths])       # [d_proj]
+        >>> result = explain_heads(model, concepts, image_mean=mu)
+    """
+    from tqdm.auto import tqdm
+
+    n = len(images)
+    if n == 0:
+        raise ValueError("image_mean needs at least one image")
+    total, count = None, 0
+    with torch.no_grad():
+        for i in tqdm(range(0, n, batch_size), desc="image mean", disable=not progress):
+            chunk = images[i : i + batch_size]
+            pixels = chunk if isinstance(chunk, Tensor) else model.preprocess(list(chunk))
+            e = model.encode_image(pixels, normalize=True).float().sum(0)
+            total = e if total is None else total + e
+            count += pixels.shape[0]
+    return (total / count).cpu()
+
+
+# --------------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------------
+class VectorExplanation(NamedTuple):
+    """One singular vector of one head, explained."""
+
+    index: int
+    """Rank of the singular vector (0 = largest singular value)."""
+    singular_value: float
+    """Its singular value."""
+    concepts: list[tuple[str, float]]
+    """``(concept, coefficient)`` pairs in selection order, zero coefficients dropped."""
+    fidelity: float
+    """The paper's fidelity: cosine in the residual stream after mapping the code back (§4.2)."""
+    cosine: float
+    """Cosine between the code's reconstruction and the target, in the joint space."""
+
+
+class HeadExplanation(NamedTuple):
+    """All singular vectors of one head, explained."""
+
+    layer: int
+    head: int
+    singular_values: list[float]
+    vectors: list[VectorExplanation]
+
+    def __str__(self) -> str:
+        lines = [f"L{self.layer} H{self.head}"]
+        for v in self.vectors:
+            text = ", ".join(f"{c} {w:.2f}" for c, w in v.concepts) or "(empty)"
+            lines.append(f"  sv{v.index:<3d} sigma={v.singular_value:7.3f}  fid={v.fidelity:.2f}  {text}")
+        return "\n".join(lines)
+
+
+class ConceptHit(NamedTuple):
+    """A singular vector whose explanation uses a given concept."""
+
+    layer: int
+    head: int
+    index: int
+    singular_value: float
+    coef: float
+
+
+@dataclass
+class SITHResult:
+    """Explanations of every singular vector of every head in ``layers``.
+
+    Tensors are indexed ``[layer_position, head, vector, ...]`` where ``layer_position`` indexes
+    ``layers``. ``concepts`` holds only the concepts some explanation uses; ``indices`` point into it.
+
+    Example:
+        >>> print(result.head(-1, 0))                       # last layer, head 0
+        >>> result.find("red")[:3]                          # singular vectors that write "red"
+        >>> result.to_json("sith.json"); SITHResult.from_json("sith.json")
+    """
+
+    model_name: str
+    method: str
+    k: int
+    lam: float
+    side: str
+    centering: str
+    vocabulary_size: int
+    n_layers: int
+    """Layers in the whole tower (for negative indices)."""
+    layers: list[int]
+    singular_values: Float[Tensor, "n_sel n_heads rank"]
+    concepts: list[str]
+    indices: Int[Tensor, "n_sel n_heads rank k"]
+    coefs: Float[Tensor, "n_sel n_heads rank k"]
+    fidelity: Float[Tensor, "n_sel n_heads rank"]
+    cosine: Float[Tensor, "n_sel n_heads rank"]
+
+    @property
+    def n_heads(self) -> int:
+        return self.singular_values.shape[1]
+
+    def _pos(self, layer: int) -> int:
+        absolute = resolve_layers([layer], self.n_layers)[0]
+        if absolute not in self.layers:
+            raise ValueError(f"layer {layer} was not explained; this result covers layers {self.layers}")
+        return self.layers.index(absolute)
+
+    def head(self, layer: int, head: int) -> HeadExplanation:
+        """The explanation of one head (negative layer indices count from the end)."""
+        p = self._pos(layer)
+        if not 0 <= head < self.n_heads:
+            raise ValueError(f"head {head} is out of range (0..{self.n_heads - 1})")
+        sv = self.singular_values[p, head].tolist()
+        vectors = []
+        for i, sigma in enumerate(sv):
+            pairs = [
+                (self.concepts[j], float(c))
+                for j, c in zip(self.indices[p, head, i].tolist(), self.coefs[p, head, i].tolist())
+                if c != 0
+            ]
+            vectors.append(VectorExplanation(i, sigma, pairs, float(self.fidelity[p, head, i]),
+                                             float(self.cosine[p, head, i])))
+        return HeadExplanation(self.layers[p], head, sv, vectors)
+
+    def find(self, concept: str, top_vectors: int | None = None) -> list[ConceptHit]:
+        """Singular vectors whose explanation gives ``concept`` a positive weight, largest first.
+
+        ``top_vectors`` limits the search to each head's leading singular vectors.
+
+        Example:
+            >>> result.find("red")[0]      # ConceptHit(layer=5, head=3, index=0, singular_value=.., coef=..)
+        """
+        if concept not in self.concepts:
+            return []
+        j = self.concepts.index(concept)
+        r = self.indices.shape[2] if top_vectors is None else top_vectors
+        mask = (self.indices[:, :, :r] == j) & (self.coefs[:, :, :r] > 0)
+        hits = []
+        for p, h, i, kk in mask.nonzero().tolist():
+            hits.append(ConceptHit(self.layers[p], h, i, float(self.singular_values[p, h, i]),
+                                   float(self.coefs[p, h, i, kk])))
+        return sorted(hits, key=lambda x: (-x.coef, x.layer, x.head, x.index))
+
+    def heads_for(self, concept: str, top: int = 10) -> list[tuple[int, int, float]]:
+        """Heads ranked by how much of their spectrum writes ``concept``:
+        ``sum_i coef_i * sigma_i / sum_i sigma_i`` over the head's singular vectors.
+
+        Example:
+            >>> result.heads_for("red", top=3)     # [(layer, head, score), ...]
+        """
+        score: dict[tuple[int, int], float] = {}
+        totals = self.singular_values.sum(-1)
+        for hit in self.find(concept):
+            p = self.layers.index(hit.layer)
+            score[(hit.layer, hit.head)] = score.get((hit.layer, hit.head), 0.0) + (
+                hit.coef * hit.singular_value / float(totals[p, hit.head])
+            )
+        ranked = sorted(score.items(), key=lambda kv: -kv[1])[:top]
+        return [(layer, head, s) for (layer, head), s in ranked]
+
+    # -- serialisation ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RESULT_FORMAT,
+            "model_name": self.model_name, "method": self.method, "k": self.k, "lam": self.lam,
+            "side": self.side, "centering": self.centering, "vocabulary_size": self.vocabulary_size,
+            "n_layers": self.n_layers, "layers": self.layers, "concepts": self.concepts,
+            "singular_values": self.singular_values.tolist(), "indices": self.indices.tolist(),
+            "coefs": self.coefs.tolist(), "fidelity": self.fidelity.tolist(), "cosine": self.cosine.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SITHResult:
+        if d.get("format") != RESULT_FORMAT:
+            raise ValueError(f"not a SITH result (format {d.get('format')!r}, expected {RESULT_FORMAT!r})")
+        return cls(
+            model_name=d["model_name"], method=d["method"], k=d["k"], lam=d["lam"], side=d["side"],
+            centering=d["centering"], vocabulary_size=d["vocabulary_size"], n_layers=d["n_layers"],
+            layers=list(d["layers"]), concepts=list(d["concepts"]),
+            singular_values=torch.tensor(d["singular_values"], dtype=torch.float32),
+            indices=torch.tensor(d["indices"], dtype=torch.long),
+            coefs=torch.tensor(d["coefs"], dtype=torch.float32),
+            fidelity=torch.tensor(d["fidelity"], dtype=torch.float32),
+            cosine=torch.tensor(d["cosine"], dtype=torch.float32),
+        )
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write the result as JSON, atomically (temp file + rename)."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise ValueError(f"the folder of {path} does not exist; create it first")
+        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> SITHResult:
+        """Read a result written by ``to_json``."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read a SITH result from {path}: {err}") from None
+        return cls.from_dict(d)
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame with one row per (layer, head, vector, pick).
+
+        Columns: layer, head, vector, singular_value, pick, concept, coef, fidelity, cosine.
+        """
+        import pandas as pd
+
+        L, H, R, K = self.indices.shape
+        grid = torch.stack(torch.meshgrid(*(torch.arange(n) for n in (L, H, R, K)), indexing="ij"), -1).reshape(-1, 4)
+        p, h, i, kk = grid.T
+        return pd.DataFrame({
+            "layer": torch.tensor(self.layers)[p].numpy(), "head": h.numpy(), "vector": i.numpy(),
+            "singular_value": self.singular_values[p, h, i].numpy(), "pick": kk.numpy(),
+            "concept": [self.concepts[j] for j in self.indices.reshape(-1).tolist()],
+            "coef": self.coefs.reshape(-1).numpy(), "fidelity": self.fidelity[p, h, i].numpy(),
+            "cosine": self.cosine[p, h, i].numpy(),
+        })
+
+
+# --------------------------------------------------------------------------------------------------
+# the pipeline
+# --------------------------------------------------------------------------------------------------
+def head_svd(model: Any, layers: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """``(U [n, H, d, r], S [n, H, r], Vh [n, H, r, d])``: the sign-fixed SVD of every head's folded
+    and centred ``W_VO`` in ``layers`` (absolute indices).
+
+    Example:
+        >>> U, S, Vh = head_svd(model, [11])
+    """
+    vision = _vision(model)
+    with torch.no_grad():
+        W_V = vision.W_V[layers].detach().float().cpu()
+        W_O = vision.W_O[layers].detach().float().cpu()
+        ln_w = torch.stack([vision.blocks[l].ln1.w for l in layers]).detach().float().cpu()
+        vo = vo_factors(W_V, W_O, ln_w)
+        return factored_svd(vo.W_V, vo.W_O)
+
+
+def explain_heads(
+    model: Any,
+    concepts: ConceptDictionary,
+    layers: int | Iterable[int] | None = None,
+    *,
+    k: int = 5,
+    lam: float = 0.3,
+    method: str = "comp",
+    side: Side = "right",
+    centering: Centering = "auto",
+    image_mean: Tensor | None = None,
+    progress: bool = True,
+) -> SITHResult:
+    """Explain every singular vector of every head in ``layers`` with ``k`` concepts.
+
+    Args:
+        model: a ``HookedCLIP``.
+        concepts: a ``ConceptDictionary`` encoded with this model's text tower.
+        layers: layer indices (negative from the end); None for all.
+        k, lam, method: the pursuit (``"comp"`` with ``lam=0.3`` is the paper's setting; also
+            ``"nnomp"``, ``"omp"``, ``"mp"``, ``"topk"``).
+        side: ``"right"`` explains what each head writes (the default, the paper's setting);
+            ``"left"`` what it reads, through the same read-out (a heuristic).
+        centering, image_mean: image-side centring of the read-out, see ``joint_readout``.
+
+    Example:
+        >>> concepts = sl.ConceptDictionary.from_vocab(model, "toy")
+        >>> result = sl.explain_heads(model, concepts, layers=[-2, -1])
+        >>> print(result.head(-1, 0))
+    """
+    from tqdm.auto import tqdm
+
+    vision = _vision(model)
+    if not isinstance(concepts, ConceptDictionary):
+        raise TypeError(
+            f"concepts must be a ConceptDictionary, got {type(concepts).__name__}; "
+            "build one with sl.ConceptDictionary.from_vocab(model, 'toy' | 'english' | path | list)"
+        )
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' (what heads write) or 'left' (what they read), got {side!r}")
+    readout = joint_readout(model, centering, image_mean)
+    if concepts.dim != readout.W_proj.shape[1]:
+        raise ValueError(
+            f"the concept dictionary has width {concepts.dim} but the model's joint space has "
+            f"{readout.W_proj.shape[1]}; encode the concepts with this model's text tower"
+        )
+    n_layers = vision.cfg.n_layers
+    chosen = resolve_layers(layers, n_layers)
+    U, S, Vh = head_svd(model, chosen)
+    vectors = Vh if side == "right" else U.transpose(-2, -1)  # [n, H, r, d]
+    n, H, r, d = vectors.shape
+    atoms = concepts.atoms
+    all_idx, all_coef, all_fid, all_cos = [], [], [], []
+    for p in tqdm(range(n), desc=f"explaining heads ({method}, k={k})", unit="layer", disable=not progress):
+        v = vectors[p].reshape(H * r, d)
+        z = readout(v)
+        codes = pursue(z, atoms, method, k, lam)
+        recon = F.normalize(codes.reconstruct(atoms), dim=-1)
+        all_cos.append((recon * z).sum(-1).reshape(H, r))
+        all_fid.append((readout.to_residual(recon) * F.normalize(v, dim=-1)).sum(-1).reshape(H, r))
+        all_idx.append(codes.indices.reshape(H, r, k))
+        all_coef.append(codes.coefs.reshape(H, r, k))
+    indices, coefs = torch.stack(all_idx), torch.stack(all_coef)
+    used, compact = torch.unique(indices, return_inverse=True)
+    return SITHResult(
+        model_name=str(getattr(getattr(model, "cfg", None), "model_name", "custom")),
+        method=method, k=k, lam=float(lam) if method == "comp" else 0.0, side=side,
+        centering="image" if readout.image_mean is not None else "none",
+        vocabulary_size=len(concepts), n_layers=n_layers, layers=chosen,
+        singular_values=S, concepts=[concepts.concepts[j] for j in used.tolist()],
+        indices=compact, coefs=coefs, fidelity=torch.stack(all_fid), cosine=torch.stack(all_cos),
+    )
