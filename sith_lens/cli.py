@@ -16,9 +16,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_toyworld(args: argparse.Namespace) -> int:
     import os
-    import tempfile
 
     from PIL import Image
+
+    from sith_lens.atomic import atomic_path
 
     from sith_lens.toyworld import ToyWorld
     from sith_lens.toyworld.render import contact_sheet
@@ -28,21 +29,47 @@ def _cmd_toyworld(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".png"):
         raise ValueError(f"--out must name a .png file, got {args.out!r}")
     batch = ToyWorld(seed=args.seed).batch(args.index, args.n)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise ValueError(f"the folder of --out does not exist: {out_dir}; create it first")
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out_dir)
-    os.close(fd)
-    try:
+    with atomic_path(os.path.abspath(args.out), suffix=".png") as tmp:
         Image.fromarray(contact_sheet(batch.images, columns=args.columns)).save(tmp)
-        os.replace(tmp, args.out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     columns = args.columns
     for i, text in enumerate(batch.texts):
         print(f"[row {i // columns}, col {i % columns}] {text}")
     print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sith_lens.adapters.loading import load_clip
+    from sith_lens.concepts import ConceptDictionary
+    from sith_lens.report import write_html_report
+    from sith_lens.sith import explain_heads, parse_layers
+
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, but {out} is a file")
+    model = load_clip(args.model)
+    layers = parse_layers(args.layers, model.vision.cfg.n_layers)
+    vocab = args.vocab or ("toy" if args.model == "toy" else "english")
+    templates = [args.template] if args.template else None
+    concepts = ConceptDictionary.from_vocab(model, vocab, templates=templates)
+    result = explain_heads(model, concepts, layers, k=args.k, lam=args.lam, method=args.method,
+                           side=args.side, centering=args.centering)
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_json(out / "sith.json")
+    write_html_report(result, out / "report.html", top_vectors=args.report_vectors)
+    print(f"{result.model_name}: {len(layers)} layers x {result.n_heads} heads, {result.method} k={result.k} "
+          f"lambda={result.lam}, {len(concepts):,} concepts ({vocab}), centring {result.centering}")
+    print(f"mean fidelity {float(result.fidelity.mean()):.3f}, mean joint-space cosine {float(result.cosine.mean()):.3f}")
+    for layer in layers:
+        for h in range(result.n_heads):
+            top = result.head(layer, h).vectors[0]
+            text = ", ".join(f"{c} {w:.2f}" for c, w in top.concepts)
+            print(f"  L{layer:<2d} H{h:<2d} sv0 (sigma {top.singular_value:.2f}): {text}")
+    print(f"wrote {out / 'sith.json'} and {out / 'report.html'}")
     return 0
 
 
@@ -60,6 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
         "directory (default: toy)",
     )
     info.set_defaults(func=_cmd_info)
+    ex = sub.add_parser(
+        "explain", help="SITH: explain every head's singular vectors with concepts; writes JSON + an HTML report"
+    )
+    ex.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
+    ex.add_argument("--layers", default="all", help="'all', a slice like '-4:', or a list like '0,3,-1' (default: all)")
+    ex.add_argument("--k", type=int, default=5, help="concepts per singular vector (default: 5)")
+    ex.add_argument("--lam", type=float, default=0.3, help="COMP coherence weight (default: 0.3)")
+    ex.add_argument("--method", default="comp", choices=["comp", "nnomp", "omp", "mp", "topk"])
+    ex.add_argument("--vocab", default=None,
+                    help="'toy', 'english', or a text file with one concept per line "
+                    "(default: toy for the toy model, english otherwise)")
+    ex.add_argument("--template", default=None, help="optional prompt template with {}, e.g. 'a photo of {}.'")
+    ex.add_argument("--side", default="right", choices=["right", "left"],
+                    help="right: what heads write (default); left: what they read")
+    ex.add_argument("--centering", default="auto", choices=["auto", "image", "none"],
+                    help="image-side centring of the read-out (default auto: the model's saved image mean if any)")
+    ex.add_argument("--report-vectors", type=int, default=16, help="singular vectors per head in the HTML report")
+    ex.add_argument("--out", default="sith-out", help="output folder (default: sith-out)")
+    ex.set_defaults(func=_cmd_explain)
     toy = sub.add_parser("toyworld", help="render sample toy-world scenes to a PNG and print their captions")
     toy.add_argument("--out", default="toyworld.png", help="PNG file to write (default: toyworld.png)")
     toy.add_argument("--n", type=int, default=16, help="number of scenes (default: 16)")

@@ -14,9 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Literal, NamedTuple, Sequence
 
 import torch
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .atomic import write_text_atomic
 from .concepts import ConceptDictionary
 from .pursuit import METHODS, pursue
 from .readout import JointReadout
@@ -316,17 +315,7 @@ class SITHResult:
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write the result as JSON, atomically (temp file + rename)."""
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise ValueError(f"the folder of {path} does not exist; create it first")
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_text_atomic(path, json.dumps(self.to_dict()))
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> SITHResult:

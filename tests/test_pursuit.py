@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import nnls as scipy_nnls
 
+from sith_lens import pursuit
 from sith_lens.pursuit import METHODS, SparseCodes, comp, mp, nnls_gram, nnomp, omp, pursue, topk
 
 
@@ -55,14 +56,42 @@ def test_batched_comp_equals_per_vector_reference(dtype, lam):
         np.testing.assert_allclose(codes.coefs[b].double().numpy(), c, atol=1e-5)
 
 
-def test_fast_scoring_gives_the_exact_answer():
+@pytest.fixture
+def force_bf16(monkeypatch):
+    """Take the bfloat16 scoring path whatever the CPU (it is only slower where bf16 is not native)."""
+    monkeypatch.setattr(pursuit, "_use_bf16", lambda x, precision: precision == "auto" and x.dtype == torch.float32)
+
+
+def clustered_atoms(n_clusters, per_cluster, dim, spread, seed):
+    """Tight clusters of atoms: many near-ties, so the bfloat16 path must escalate and fall back."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_clusters, dim, generator=g).repeat_interleave(per_cluster, 0)
+    return F.normalize(centres + spread * torch.randn(centres.shape, generator=g), dim=-1)
+
+
+def test_fast_scoring_gives_the_exact_answer(force_bf16):
     """The bfloat16 scoring path (used for float32 where it is fast) must not change any pick."""
-    atoms = unit(5000, 64, seed=3)
-    Z = targets_near(atoms, 200, seed=4)
-    fast = comp(Z, atoms, k=5, lam=0.3, precision="auto")
-    exact = comp(Z, atoms, k=5, lam=0.3, precision="exact")
-    assert torch.equal(fast.indices, exact.indices)
-    torch.testing.assert_close(fast.coefs, exact.coefs)
+    for atoms in (unit(5000, 64, seed=3), clustered_atoms(100, 50, 64, 0.02, seed=4)):
+        Z = targets_near(atoms, 300, seed=4)
+        fast = comp(Z, atoms, k=5, lam=0.3, precision="auto")
+        exact = comp(Z, atoms, k=5, lam=0.3, precision="exact")
+        assert torch.equal(fast.indices, exact.indices)
+        torch.testing.assert_close(fast.coefs, exact.coefs)
+        assert torch.equal(omp(Z, atoms, k=4).indices, omp(Z, atoms, k=4, precision="exact").indices)
+
+
+def test_scorer_certifies_escalates_and_falls_back(force_bf16):
+    atoms = clustered_atoms(40, 100, 32, 0.002, seed=5)  # near-duplicates: bfloat16 cannot separate them
+    scorer = pursuit._Scorer(atoms, "auto")
+    assert scorer.low is not None
+    g = torch.Generator().manual_seed(6)
+    q = targets_near(atoms, 500, seed=7)
+    exclude = torch.randint(0, 4000, (500, 3), generator=g)
+    got = scorer.best(q, exclude)
+    want = (q @ atoms.T).scatter(1, exclude, -torch.inf).argmax(1)
+    assert torch.equal(got, want)
+    assert scorer.escalated_rows > 0 and scorer.fallback_rows > 0
+    assert not (got[:, None] == exclude).any()
 
 
 def test_lambda_zero_is_nnomp_and_coherence_changes_picks():
