@@ -68,6 +68,12 @@ RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
                            image_size=224, patch_size=32),
         text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
     ),
+    "vit-l-14": dict(
+        projection_dim=768,
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=224, patch_size=14),
+        text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+    ),
 }
 
 

@@ -31,6 +31,8 @@ from .vocabularies import clean_concepts, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
+DICTIONARY_FORMAT = "sith-lens/concept-dictionary/1"
+
 
 def cache_dir() -> Path:
     """Where sith-lens caches concept embeddings: ``$SITH_LENS_CACHE`` or ``~/.cache/sith_lens``."""
@@ -217,6 +219,37 @@ class ConceptDictionary:
             if use_cache:
                 _save_atomic({"embeddings": embeddings}, path)
         return cls(strings, embeddings, fingerprint=fingerprint, centered=centered)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save concepts and embeddings to one safetensors file (atomically).
+
+        Example:
+            >>> concepts.save("english-vitb32.safetensors"); ConceptDictionary.load("english-vitb32.safetensors")
+        """
+        from safetensors.torch import save_file
+
+        meta = {"format": DICTIONARY_FORMAT, "concepts": json.dumps(self.concepts),
+                "fingerprint": self.fingerprint, "centered": json.dumps(self.centered)}
+        with atomic_path(path) as tmp:
+            save_file({"embeddings": self.embeddings.contiguous()}, str(tmp), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ConceptDictionary:
+        """Load a dictionary written by ``save``."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != DICTIONARY_FORMAT:
+                    raise ValueError(f"format {meta.get('format')!r}, expected {DICTIONARY_FORMAT!r}")
+                embeddings = f.get_tensor("embeddings")
+            concepts = json.loads(meta["concepts"])
+            centered = json.loads(meta["centered"])
+        except Exception as err:
+            raise ValueError(f"cannot read a concept dictionary from {path} ({err}); write one with "
+                             "ConceptDictionary.save") from None
+        return cls(concepts, embeddings, fingerprint=meta.get("fingerprint", ""), centered=centered)
 
     @classmethod
     def from_embeddings(

@@ -42,7 +42,7 @@ def _spectra_figure(result: SITHResult):
                 row=p // cols + 1, col=p % cols + 1,
             )
     fig.update_xaxes(title_text="singular vector")
-    fig.update_yaxes(title_text="singular value", type="log")
+    fig.update_yaxes(title_text="singular value", rangemode="tozero")
     fig.update_layout(height=300 * rows, title="Singular-value spectra of W_VO (folded, centred), per head")
     return fig
 
@@ -61,7 +61,7 @@ def _fidelity_figure(result: SITHResult):
     return fig
 
 
-def _head_table(result: SITHResult, layer: int, head: int, top_vectors: int) -> str:
+def _head_table(result: SITHResult, layer: int, head: int, top_vectors: int, open_: bool = False) -> str:
     ex = result.head(layer, head)
     rows = []
     for v in ex.vectors[:top_vectors]:
@@ -71,7 +71,7 @@ def _head_table(result: SITHResult, layer: int, head: int, top_vectors: int) -> 
         rows.append(f"<tr><td>{v.index}</td><td>{v.singular_value:.3f}</td><td>{concepts}</td>"
                     f"<td>{v.fidelity:.2f}</td><td>{v.cosine:.2f}</td></tr>")
     first = ", ".join(html.escape(c) for c, _ in ex.vectors[0].concepts[:3]) if ex.vectors else ""
-    return (f"<details><summary>L{layer} H{head} &mdash; {first}</summary><table>"
+    return (f"<details{' open' if open_ else ''}><summary>L{layer} H{head} &mdash; {first}</summary><table>"
             "<tr><th>sv</th><th>&sigma;</th><th>concepts (coefficient)</th><th>fidelity</th><th>cosine</th></tr>"
             + "".join(rows) + "</table></details>")
 
@@ -92,7 +92,8 @@ def render_html(result: SITHResult, top_vectors: int = 16) -> str:
     heads = []
     for layer in result.layers:
         heads.append(f"<h3>Layer {layer}</h3>")
-        heads += [_head_table(result, layer, h, top_vectors) for h in range(result.n_heads)]
+        heads += [_head_table(result, layer, h, top_vectors, open_=(layer, h) == (result.layers[0], 0))
+                  for h in range(result.n_heads)]
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SITH report: "
         f"{html.escape(result.model_name)}</title><style>{_STYLE}</style></head><body>"

@@ -86,10 +86,14 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
     try:
         if ":" in spec:
             start, stop = (int(p) if p.strip() else None for p in spec.split(":", 1))
-            return resolve_layers(list(range(n_layers))[slice(start, stop)] or [], n_layers)
-        return resolve_layers([int(p) for p in spec.split(",")], n_layers)
-    except ValueError as err:
-        raise ValueError(f"bad layers {spec!r} ({err}); use 'all', a slice like '-4:' or a list like '0,3,-1'") from None
+            layers = list(range(n_layers))[slice(start, stop)]
+        else:
+            layers = [int(p) for p in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"bad layers {spec!r}; use 'all', a slice like '-4:' or a list like '0,3,-1'") from None
+    if not layers:
+        raise ValueError(f"layers {spec!r} select no layer of a tower with {n_layers} layers")
+    return resolve_layers(layers, n_layers)
 
 
 def joint_readout(model: Any, centering: Centering = "auto", image_mean: Tensor | None = None) -> JointReadout:
@@ -161,7 +165,8 @@ class VectorExplanation(NamedTuple):
     singular_value: float
     """Its singular value."""
     concepts: list[tuple[str, float]]
-    """``(concept, coefficient)`` pairs in selection order, zero coefficients dropped."""
+    """``(concept, coefficient)`` pairs, largest coefficient first, zeros dropped (the selection
+    order is in ``SITHResult.indices``)."""
     fidelity: float
     """The paper's fidelity: cosine in the residual stream after mapping the code back (§4.2)."""
     cosine: float
@@ -242,11 +247,11 @@ class SITHResult:
         sv = self.singular_values[p, head].tolist()
         vectors = []
         for i, sigma in enumerate(sv):
-            pairs = [
-                (self.concepts[j], float(c))
-                for j, c in zip(self.indices[p, head, i].tolist(), self.coefs[p, head, i].tolist())
-                if c != 0
-            ]
+            pairs = sorted(
+                ((self.concepts[j], float(c))
+                 for j, c in zip(self.indices[p, head, i].tolist(), self.coefs[p, head, i].tolist()) if c != 0),
+                key=lambda pair: -abs(pair[1]),
+            )
             vectors.append(VectorExplanation(i, sigma, pairs, float(self.fidelity[p, head, i]),
                                              float(self.cosine[p, head, i])))
         return HeadExplanation(self.layers[p], head, sv, vectors)

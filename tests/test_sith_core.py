@@ -218,6 +218,19 @@ def test_vocabulary_sources(toy, tmp_path, caplog):
     assert "red car" in english and "water" in english and "the" not in english
 
 
+def test_dictionary_save_and_load(toy, tmp_path):
+    d = ConceptDictionary.from_vocab(toy, "toy", progress=False)
+    d.save(tmp_path / "d.safetensors")
+    back = ConceptDictionary.load(tmp_path / "d.safetensors")
+    assert back.concepts == d.concepts and back.fingerprint == d.fingerprint and back.centered
+    torch.testing.assert_close(back.atoms, d.atoms)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot read a concept dictionary"):
+        ConceptDictionary.load(tmp_path / "junk.safetensors")
+    with pytest.raises(ValueError, match="does not exist"):
+        d.save(tmp_path / "missing" / "d.safetensors")
+
+
 def test_bad_templates_are_rejected(toy):
     with pytest.raises(ValueError, match="no '\\{\\}'"):
         ConceptDictionary.from_vocab(toy, ["red"], templates=["a photo"], progress=False)
@@ -332,3 +345,42 @@ def test_layer_parsing():
         parse_layers("x:y", 12)
     with pytest.raises(ValueError, match="out of range"):
         parse_layers("12", 12)
+
+
+# -- command line and report --------------------------------------------------------------------------
+def test_cli_explain_writes_json_and_report(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SITH_LENS_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sith_lens.cli", "explain", "--layers", "-1", "--k", "3", "--out", str(out)],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "explaining heads" in proc.stderr  # progress bar
+    assert "L5  H0" in proc.stdout and "mean fidelity" in proc.stdout
+    result = SITHResult.from_json(out / "sith.json")
+    assert result.layers == [5] and result.k == 3 and result.vocabulary_size == len(sl.load_vocabulary("toy"))
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Plotly.newPlot" in html and "L5 H7" in html and "<script src=" not in html  # self-contained
+    top = result.head(5, 0).vectors[0].concepts[0][0]
+    assert top in html
+    bad = subprocess.run([sys.executable, "-m", "sith_lens.cli", "explain", "--layers", "9", "--out", str(out)],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "sith-lens: error: layer 9 is out of range" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_report_rejects_bad_arguments(toy_result, tmp_path):
+    from sith_lens.report import write_html_report
+
+    _, r = toy_result
+    with pytest.raises(ValueError, match="top_vectors"):
+        write_html_report(r, tmp_path / "r.html", top_vectors=0)
+    with pytest.raises(ValueError, match="does not exist"):
+        write_html_report(r, tmp_path / "missing" / "r.html")
+    path = write_html_report(r, tmp_path / "r.html", top_vectors=2)
+    assert path.stat().st_size > 100_000 and oct(path.stat().st_mode & 0o777) != "0o600"

@@ -66,3 +66,34 @@ def toy_concepts() -> list[str]:
     concepts += list(DISTRACTORS)
     assert len(set(concepts)) == len(concepts)
     return concepts
+
+
+#: Attribute families a concept can name, plus "other" for words the world does not draw.
+FAMILIES: tuple[str, ...] = ("shape", "color", "size", "position", "texture", "background", "other")
+
+
+def concept_families(concept: str) -> frozenset[str]:
+    """The attribute families a toy concept names ("red circle" names colour and shape).
+
+    Distractor colours, shapes, textures and places count for their family; everyday words
+    ("dog") are "other".
+
+    Example:
+        >>> sorted(concept_families("red circle")), sorted(concept_families("gray background"))
+        (['color', 'shape'], ['background'])
+    """
+    if concept in POSITIONS or concept in DISTRACTOR_PLACES:
+        return frozenset({"position"})
+    if concept.endswith(" background"):
+        return frozenset({"background"})
+    families = set()
+    for word in concept.split():
+        if word in COLORS or word in DISTRACTOR_COLORS:
+            families.add("color")
+        elif word in SHAPES or word in DISTRACTOR_SHAPES:
+            families.add("shape")
+        elif word in SIZES:
+            families.add("size")
+        elif word in TEXTURES or word in DISTRACTOR_TEXTURES:
+            families.add("texture")
+    return frozenset(families or {"other"})
