@@ -13,6 +13,7 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/sith-lens info --model toy
 	$(VENV)/bin/sith-lens toyworld --n 16 --out toyworld.png
+	$(VENV)/bin/sith-lens explain --model toy --out sith-out
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: install
@@ -23,6 +24,9 @@ test: install
 bench: install
 	$(PY) benchmarks/hooked_forward.py
 	$(PY) benchmarks/toy_clip_quality.py
+	$(PY) benchmarks/comp_speed.py
+	$(PY) benchmarks/sith_toy.py
+	$(PY) benchmarks/sith_pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
