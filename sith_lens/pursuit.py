@@ -344,6 +344,13 @@ def _greedy(
     return SparseCodes(idx, coefs.to(Z.dtype))
 
 
+def _run_greedy(targets, atoms, k, lam, precision, chunk_size, nonneg: bool, absval: bool) -> SparseCodes:
+    _check(targets, atoms, k, lam)
+    scorer = _Scorer(atoms, precision)
+    run = lambda Z: _greedy(Z, atoms, scorer, k, float(lam), nonneg=nonneg, absval=absval)  # noqa: E731
+    return _chunked(run, targets, chunk_size)
+
+
 @register("comp")
 def comp(
     targets: Float[Tensor, "B D"],
@@ -371,9 +378,7 @@ def comp(
         >>> codes.indices.shape, codes.coefs.shape
         (torch.Size([3, 5]), torch.Size([3, 5]))
     """
-    _check(targets, atoms, k, lam)
-    scorer = _Scorer(atoms, precision)
-    return _chunked(lambda Z: _greedy(Z, atoms, scorer, k, float(lam), nonneg=True, absval=False), targets, chunk_size)
+    return _run_greedy(targets, atoms, k, lam, precision, chunk_size, nonneg=True, absval=False)
 
 
 @register("nnomp")
@@ -403,9 +408,7 @@ def omp(
     Example:
         >>> omp(targets, atoms, k=5).coefs.shape     # [B, 5]
     """
-    _check(targets, atoms, k)
-    scorer = _Scorer(atoms, precision)
-    return _chunked(lambda Z: _greedy(Z, atoms, scorer, k, 0.0, nonneg=False, absval=True), targets, chunk_size)
+    return _run_greedy(targets, atoms, k, 0.0, precision, chunk_size, nonneg=False, absval=True)
 
 
 @register("mp")
