@@ -116,8 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options whose values may start with "-" ("--layers -4:"); argparse would read those as flags.
+NEGATIVE_VALUE_OPTIONS = ("--layers",)
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``["--layers", "-4:"]`` -> ``["--layers=-4:"]`` so that argparse accepts slices from the end."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in NEGATIVE_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:2].lstrip("-")[:1].isdigit():
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(_attach_negative_values(list(argv)))
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, NotImplementedError) as err:

@@ -356,7 +356,7 @@ def test_cli_explain_writes_json_and_report(tmp_path):
     env = {**os.environ, "SITH_LENS_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "sith_lens.cli", "explain", "--layers", "-1", "--k", "3", "--out", str(out)],
+        [sys.executable, "-m", "sith_lens.cli", "explain", "--layers", "-1:", "--k", "3", "--out", str(out)],
         capture_output=True, text=True, env=env,
     )
     assert proc.returncode == 0, proc.stderr
