@@ -110,6 +110,21 @@ def encode_concepts(
     return torch.cat(out)
 
 
+def _warn_on_collisions(concepts: Sequence[str], embeddings: Tensor) -> None:
+    """Warn when concepts share one embedding: the tokenizer does not know their words (they all
+    became the unknown token) or truncated them, so explanations cannot tell them apart."""
+    _, inverse, counts = torch.unique(embeddings.round(decimals=5), dim=0, return_inverse=True, return_counts=True)
+    shared = counts[inverse] > 1
+    n = int(shared.sum())
+    if n:
+        examples = [concepts[i] for i in shared.nonzero()[:5, 0].tolist()]
+        logger.warning(
+            "%d of %d concepts share their embedding with another (e.g. %s): the model's tokenizer probably "
+            "does not know their words; use a vocabulary in the model's language (the toy CLIP knows only "
+            "the 'toy' vocabulary's words)", n, len(concepts), examples,
+        )
+
+
 def _save_atomic(tensors: dict[str, Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -218,6 +233,7 @@ class ConceptDictionary:
             embeddings = encode_concepts(model, strings, templates, batch_size, progress)
             if use_cache:
                 _save_atomic({"embeddings": embeddings}, path)
+        _warn_on_collisions(strings, embeddings)
         return cls(strings, embeddings, fingerprint=fingerprint, centered=centered)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -381,6 +381,7 @@ def explain_heads(
     side: Side = "right",
     centering: Centering = "auto",
     image_mean: Tensor | None = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
 ) -> SITHResult:
     """Explain every singular vector of every head in ``layers`` with ``k`` concepts.
@@ -394,6 +395,8 @@ def explain_heads(
         side: ``"right"`` explains what each head writes (the default, the paper's setting);
             ``"left"`` what it reads, through the same read-out (a heuristic).
         centering, image_mean: image-side centring of the read-out, see ``joint_readout``.
+        device: where the pursuit runs (default: the model's device; a GPU scores in bfloat16
+            with the same exact re-check as on CPU). The SVDs run on CPU in float64.
 
     Example:
         >>> concepts = sl.ConceptDictionary.from_vocab(model, "toy")
@@ -423,13 +426,16 @@ def explain_heads(
     U, S, Vh = head_svd(model, chosen)
     vectors = Vh if side == "right" else U.transpose(-2, -1)  # [n, H, r, d]
     n, H, r, d = vectors.shape
-    atoms = concepts.atoms
+    if device is None:
+        device = vision.W_proj.device
+    atoms = concepts.atoms.to(device)
     all_idx, all_coef, all_fid, all_cos = [], [], [], []
     for p in tqdm(range(n), desc=f"explaining heads ({method}, k={k})", unit="layer", disable=not progress):
         v = vectors[p].reshape(H * r, d)
         z = readout(v)
-        codes = pursue(z, atoms, method, k, lam)
-        recon = F.normalize(codes.reconstruct(atoms), dim=-1)
+        codes = pursue(z.to(device), atoms, method, k, lam)
+        codes = type(codes)(codes.indices.cpu(), codes.coefs.cpu())
+        recon = F.normalize(codes.reconstruct(concepts.atoms), dim=-1)
         all_cos.append((recon * z).sum(-1).reshape(H, r))
         all_fid.append((readout.to_residual(recon) * F.normalize(v, dim=-1)).sum(-1).reshape(H, r))
         all_idx.append(codes.indices.reshape(H, r, k))

@@ -231,6 +231,16 @@ def test_dictionary_save_and_load(toy, tmp_path):
         d.save(tmp_path / "missing" / "d.safetensors")
 
 
+def test_concepts_the_tokenizer_does_not_know_are_flagged(toy, caplog):
+    with caplog.at_level(logging.WARNING):
+        ConceptDictionary.from_vocab(toy, ["red", "zebra", "quasar", "teapot"], progress=False)
+    assert "3 of 4 concepts share their embedding" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        ConceptDictionary.from_vocab(toy, "toy", progress=False)
+    assert "share their embedding" not in caplog.text
+
+
 def test_bad_templates_are_rejected(toy):
     with pytest.raises(ValueError, match="no '\\{\\}'"):
         ConceptDictionary.from_vocab(toy, ["red"], templates=["a photo"], progress=False)
@@ -306,6 +316,8 @@ def test_explain_heads_is_deterministic_and_methods_differ(toy, toy_result):
     concepts, r = toy_result
     again = explain_heads(toy, concepts, layers=[4, 5], progress=False)
     assert torch.equal(again.indices, r.indices) and again.concepts == r.concepts
+    on_cpu = explain_heads(toy, concepts, layers=[4, 5], device="cpu", progress=False)
+    assert torch.equal(on_cpu.indices, r.indices)
     nnomp = explain_heads(toy, concepts, layers=[5], method="nnomp", progress=False)
     assert nnomp.lam == 0.0 and nnomp.method == "nnomp"
     left = explain_heads(toy, concepts, layers=[5], side="left", centering="none", progress=False)
