@@ -49,7 +49,7 @@ def text_fingerprint(model: Any) -> str:
     for name, t in sorted(model.text.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(memoryview(t.view(torch.uint8).numpy()))
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     tok = getattr(model, "tokenizer", None)
     if tok is not None:
         h.update(f"{type(tok).__name__}:{len(tok)}".encode())

@@ -304,11 +304,12 @@ def _check(targets: Tensor, atoms: Tensor, k: int, lam: float = 0.0) -> None:
             raise ValueError(f"{name} hold NaN or infinite values; clean them before the pursuit")
 
 
-def _chunked(fn: Callable[[Tensor], SparseCodes], targets: Tensor, chunk_size: int) -> SparseCodes:
+def _chunked(fn: Callable[[Tensor], SparseCodes], targets: Tensor, chunk_size: int, k: int) -> SparseCodes:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     parts = [fn(targets[i : i + chunk_size]) for i in range(0, targets.shape[0], chunk_size)]
-    if not parts:
-        k = 0
-        return SparseCodes(torch.zeros(0, k, dtype=torch.long), targets.new_zeros(0, k))
+    if not parts:  # no targets
+        return SparseCodes(torch.zeros(0, k, dtype=torch.long, device=targets.device), targets.new_zeros(0, k))
     return SparseCodes(torch.cat([p.indices for p in parts]), torch.cat([p.coefs for p in parts]))
 
 
@@ -348,7 +349,7 @@ def _run_greedy(targets, atoms, k, lam, precision, chunk_size, nonneg: bool, abs
     _check(targets, atoms, k, lam)
     scorer = _Scorer(atoms, precision)
     run = lambda Z: _greedy(Z, atoms, scorer, k, float(lam), nonneg=nonneg, absval=absval)  # noqa: E731
-    return _chunked(run, targets, chunk_size)
+    return _chunked(run, targets, chunk_size, k)
 
 
 @register("comp")
@@ -445,7 +446,7 @@ def mp(
             R = R - c[:, None] * a
         return SparseCodes(idx, coefs)
 
-    return _chunked(run, targets, chunk_size)
+    return _chunked(run, targets, chunk_size, k)
 
 
 @register("topk")
@@ -472,7 +473,7 @@ def topk(
         b = torch.einsum("bkd,bd->bk", chosen, Z.double())
         return SparseCodes(idx, nnls_gram(G, b).to(Z.dtype))
 
-    return _chunked(run, targets, chunk_size)
+    return _chunked(run, targets, chunk_size, k)
 
 
 def pursue(

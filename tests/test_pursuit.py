@@ -199,6 +199,13 @@ def test_bad_arguments_are_rejected(kwargs, message):
         comp(atoms[:2], atoms, **{"k": 5, "lam": 0.3, **kwargs})
 
 
+def test_no_targets_give_empty_codes():
+    atoms = unit(100, 8)
+    for name in METHODS:
+        codes = pursue(atoms[:0], atoms, name, k=3)
+        assert codes.indices.shape == codes.coefs.shape == (0, 3)
+
+
 def test_bad_tensors_are_rejected():
     atoms = unit(100, 8)
     bad = atoms[:2].clone()
