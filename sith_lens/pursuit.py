@@ -159,8 +159,9 @@ class _Scorer:
     Scores are computed in row blocks into one reused buffer (large fresh allocations cost more
     than the products themselves on CPU). The low-precision path finds its candidates in two
     steps, which is cheaper than a top-k over every atom: the maxima of groups of ``GROUP`` atoms,
-    the best ``n_candidates`` groups, then the best ``n_candidates`` atoms inside them. Those are exactly the row's top ``n_candidates`` scores (each of the top scores lies in a
-    group whose maximum is at least as large).
+    the best ``n_candidates`` groups, then the best ``n_candidates`` atoms inside them. Those are
+    exactly the row's top ``n_candidates`` scores (each of the top scores lies in a group whose
+    maximum is at least as large).
     """
 
     GROUP = 64
@@ -173,11 +174,13 @@ class _Scorer:
         self.escalated_rows = 0  # rows re-checked with more candidates (for tests and benchmarks)
         self.fallback_rows = 0  # rows that needed a full-precision re-score
         self._buffers: dict = {}
-        self.low = None
+        self.low = None  # bfloat16 atoms, zero-padded to n_groups * GROUP rows
+        self.n_groups = 0
         M = atoms.shape[0]
         if _use_bf16(atoms, precision) and M >= 2 * n_candidates * self.GROUP:
-            padded = -(-M // self.GROUP) * self.GROUP
-            self.low = torch.cat([atoms, atoms.new_zeros(padded - M, atoms.shape[1])]).to(torch.bfloat16)
+            self.n_groups = -(-M // self.GROUP)
+            padding = atoms.new_zeros(self.n_groups * self.GROUP - M, atoms.shape[1])
+            self.low = torch.cat([atoms, padding]).to(torch.bfloat16)
 
     def _scores(self, q: Tensor, atoms: Tensor, exclude: Tensor, absval: bool) -> Tensor:
         """``q @ atoms.T`` (``abs``, excluded atoms at -inf) into a reused buffer, valid until the next call."""
@@ -204,7 +207,7 @@ class _Scorer:
         """``[n, n_groups]`` maxima of the strided groups ``{g + i * n_groups : i < GROUP}``, by halving
         the row with elementwise maxima into reused buffers (twice as fast as a grouped ``amax``)."""
         n, width = s.shape
-        while width > self.low.shape[0] // self.GROUP:
+        while width > self.n_groups:
             half = width // 2
             key = (torch.bfloat16, half)
             buf = self._buffers.get(key)
@@ -217,8 +220,7 @@ class _Scorer:
 
     def _candidates(self, q: Tensor, exclude: Tensor, absval: bool, c: int) -> tuple[Tensor, Tensor]:
         """The ``c`` best atoms by bfloat16 score, and those scores, per row."""
-        n_groups = self.low.shape[0] // self.GROUP
-        stride = torch.arange(self.GROUP, device=q.device) * n_groups
+        stride = torch.arange(self.GROUP, device=q.device) * self.n_groups
         values, indices = [], []
         for i in range(0, q.shape[0], self.block):
             s = self._scores(q[i : i + self.block], self.low, exclude[i : i + self.block], absval)
@@ -251,8 +253,7 @@ class _Scorer:
         return choice, top[:, 0] > last + bound
 
     def best(self, q: Float[Tensor, "B D"], exclude: Int[Tensor, "B t"], absval: bool = False) -> Int[Tensor, " B"]:
-        n_groups = self.low.shape[0] // self.GROUP if self.low is not None else 0
-        if self.low is None or self.n_candidates + exclude.shape[1] >= n_groups:
+        if self.low is None or self.n_candidates + exclude.shape[1] >= self.n_groups:
             return self._exact(q, exclude, absval)
         choice, proven = self._certified(q, exclude, absval, self.n_candidates)
         # near-ties (common in late picks): more candidates, then full precision
@@ -260,7 +261,7 @@ class _Scorer:
             if proven.all():
                 break
             rows = (~proven).nonzero()[:, 0]
-            if c is None or c >= n_groups:
+            if c is None or c >= self.n_groups:
                 self.fallback_rows += int(rows.numel())
                 choice[rows] = self._exact(q[rows], exclude[rows], absval)
                 break
@@ -324,13 +325,13 @@ def _greedy(
     coefs = torch.zeros(B, 0, dtype=torch.float64, device=Z.device)
     R, selected_sum = Z, torch.zeros_like(Z)
     for t in range(k):
-        # Gram entries are dot products of D-vectors in the input dtype; only the small systems are float64
         q = R + (lam / t) * selected_sum if (t and lam) else R
         j = scorer.best(q, idx[:, :t], absval=absval)
         idx[:, t] = j
         a = atoms[j]  # [B, D]
         selected_sum = selected_sum + a
         chosen = atoms[idx[:, : t + 1]]  # [B, t+1, D]
+        # Gram entries are dot products of D-vectors in the input dtype; only the small systems are float64
         g = torch.einsum("bd,bsd->bs", a, chosen).double()
         G[:, t, : t + 1] = g
         G[:, : t + 1, t] = g
@@ -431,14 +432,14 @@ def mp(
     """
     _check(targets, atoms, k)
     scorer = _Scorer(atoms, precision)
-    no_exclusion = torch.zeros(targets.shape[0], 0, dtype=torch.long)
 
     def run(Z: Tensor) -> SparseCodes:
+        no_exclusion = torch.zeros(Z.shape[0], 0, dtype=torch.long, device=Z.device)
         idx = torch.zeros(Z.shape[0], k, dtype=torch.long, device=Z.device)
         coefs = torch.zeros(Z.shape[0], k, dtype=Z.dtype, device=Z.device)
         R = Z
         for t in range(k):
-            j = scorer.best(R, no_exclusion[: Z.shape[0]].to(Z.device))
+            j = scorer.best(R, no_exclusion)
             a = atoms[j]
             c = (R * a).sum(-1)
             c = torch.where(c > tol, c, torch.zeros_like(c))

@@ -10,6 +10,7 @@ the read-out is strictly data-free.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -61,5 +62,9 @@ class JointReadout:
         z = F.normalize(joint, dim=-1)
         if self.image_mean is not None:
             z = F.normalize(z + self.image_mean.to(z), dim=-1)
-        pinv = torch.linalg.pinv(self.W_proj.double()).to(z)
-        return F.normalize(z @ pinv, dim=-1)
+        return F.normalize(z @ self._proj_pinv.to(z), dim=-1)
+
+    @cached_property
+    def _proj_pinv(self) -> Float[Tensor, "d_proj d_model"]:
+        """Pseudo-inverse of ``W_proj``, computed once (``explain_heads`` maps back every layer)."""
+        return torch.linalg.pinv(self.W_proj.double())
