@@ -87,6 +87,7 @@ class HookedCLIP(nn.Module):
         logit_scale: the learned temperature, ``exp(logit_scale)`` multiplies cosine similarities.
         image_mean: ``[d_proj]`` mean normalised image embedding saved with the checkpoint
             (``image_mean.safetensors``; the toy CLIP ships one), or None. SITH's read-out uses it.
+        hf_config: the transformers config the model was built from (``save_pretrained`` writes it).
 
     Example:
         >>> model = sl.load_clip("openai/clip-vit-base-patch32")
@@ -102,8 +103,10 @@ class HookedCLIP(nn.Module):
         logit_scale: float = 0.0,
         tokenizer: Any = None,
         image_processor: Any = None,
+        hf_config: Any = None,
     ):
         super().__init__()
+        self.hf_config = hf_config
         self.vision = vision
         self.text = text
         self.cfg = cfg
@@ -189,6 +192,17 @@ class HookedCLIP(nn.Module):
             toks = texts if isinstance(texts, TextTokens) else self.tokenize(texts)
             embeds = self.text(toks.input_ids, attention_mask=toks.attention_mask)
         return embeds / embeds.norm(dim=-1, keepdim=True) if normalize else embeds
+
+    def save_pretrained(self, out_dir: str | os.PathLike, overwrite: bool = True) -> Path:
+        """Write the model as a standard transformers checkpoint folder (see ``export.save_clip``).
+
+        Example:
+            >>> sl.edit_heads(model, result, m).save_pretrained("edited-clip")
+            >>> CLIPModel.from_pretrained("edited-clip")
+        """
+        from sith_lens.adapters.export import save_clip
+
+        return save_clip(self, out_dir, overwrite=overwrite)
 
     def summary(self) -> str:
         """A short human-readable description: towers, sizes, hook names, parameter counts."""
@@ -373,6 +387,7 @@ def load_clip(
             logit_scale=float(hf_model.logit_scale.detach()),
             tokenizer=found_tok if tokenizer is None else tokenizer,
             image_processor=found_proc if image_processor is None else image_processor,
+            hf_config=hf_model.config,
         ).eval()
         if model.image_processor is None:
             model.image_processor = _default_processor(vision.cfg.image_size)

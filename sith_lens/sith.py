@@ -354,20 +354,93 @@ class SITHResult:
 # --------------------------------------------------------------------------------------------------
 # the pipeline
 # --------------------------------------------------------------------------------------------------
-def head_svd(model: Any, layers: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+def head_svd(model: Any, layers: Sequence[int], dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
     """``(U [n, H, d, r], S [n, H, r], Vh [n, H, r, d])``: the sign-fixed SVD of every head's folded
-    and centred ``W_VO`` in ``layers`` (absolute indices).
+    and centred ``W_VO`` in ``layers`` (absolute indices), computed in float64, returned in ``dtype``.
 
     Example:
         >>> U, S, Vh = head_svd(model, [11])
     """
     vision = _vision(model)
     with torch.no_grad():
-        W_V = vision.W_V[layers].detach().float().cpu()
-        W_O = vision.W_O[layers].detach().float().cpu()
-        ln_w = torch.stack([vision.blocks[l].ln1.w for l in layers]).detach().float().cpu()
+        W_V = vision.W_V[layers].detach().double().cpu()
+        W_O = vision.W_O[layers].detach().double().cpu()
+        ln_w = torch.stack([vision.blocks[l].ln1.w for l in layers]).detach().double().cpu()
         vo = vo_factors(W_V, W_O, ln_w)
-        return factored_svd(vo.W_V, vo.W_O)
+        return tuple(t.to(dtype) for t in factored_svd(vo.W_V, vo.W_O))
+
+
+class VectorCodes(NamedTuple):
+    """Explanations of a stack of residual-stream vectors ``[n, H, r, d]`` (see ``explain_vectors``)."""
+
+    indices: Int[Tensor, "n H r k"]
+    """Concept indices into the dictionary."""
+    coefs: Float[Tensor, "n H r k"]
+    """Their coefficients."""
+    fidelity: Float[Tensor, "n H r"]
+    """The paper's fidelity (residual-stream cosine after mapping the code back)."""
+    cosine: Float[Tensor, "n H r"]
+    """Joint-space cosine of the code's reconstruction."""
+
+
+def explain_vectors(
+    vectors: Float[Tensor, "n H r d_model"],
+    readout: JointReadout,
+    concepts: ConceptDictionary,
+    *,
+    k: int = 5,
+    lam: float = 0.3,
+    method: str = "comp",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "explaining heads",
+) -> VectorCodes:
+    """Read residual-stream directions into the joint space and explain each with ``k`` concepts;
+    one pursuit per leading index (a layer), with a progress bar.
+
+    Example:
+        >>> U, S, Vh = head_svd(model, [5])
+        >>> codes = explain_vectors(Vh, joint_readout(model), concepts)
+    """
+    from tqdm.auto import tqdm
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    if concepts.dim != readout.W_proj.shape[1]:
+        raise ValueError(
+            f"the concept dictionary has width {concepts.dim} but the model's joint space has "
+            f"{readout.W_proj.shape[1]}; encode the concepts with this model's text tower"
+        )
+    n, H, r, d = vectors.shape
+    atoms = concepts.atoms.to(device)
+    all_idx, all_coef, all_fid, all_cos = [], [], [], []
+    for p in tqdm(range(n), desc=f"{desc} ({method}, k={k})", unit="layer", disable=not progress):
+        v = vectors[p].reshape(H * r, d)
+        z = readout(v)
+        codes = pursue(z.to(device), atoms, method, k, lam)
+        codes = type(codes)(codes.indices.cpu(), codes.coefs.cpu())
+        recon = F.normalize(codes.reconstruct(concepts.atoms), dim=-1)
+        all_cos.append((recon * z).sum(-1).reshape(H, r))
+        all_fid.append((readout.to_residual(recon) * F.normalize(v, dim=-1)).sum(-1).reshape(H, r))
+        all_idx.append(codes.indices.reshape(H, r, k))
+        all_coef.append(codes.coefs.reshape(H, r, k))
+    return VectorCodes(torch.stack(all_idx), torch.stack(all_coef), torch.stack(all_fid), torch.stack(all_cos))
+
+
+def result_from_codes(
+    model: Any, concepts: ConceptDictionary, codes: VectorCodes, singular_values: Tensor, layers: list[int],
+    *, method: str, k: int, lam: float, side: str, readout: JointReadout,
+) -> SITHResult:
+    """Package ``explain_vectors``' codes as a ``SITHResult`` (only the used concepts are kept)."""
+    used, compact = torch.unique(codes.indices, return_inverse=True)
+    return SITHResult(
+        model_name=str(getattr(getattr(model, "cfg", None), "model_name", "custom")),
+        method=method, k=k, lam=float(lam) if method == "comp" else 0.0, side=side,
+        centering="image" if readout.image_mean is not None else "none",
+        vocabulary_size=len(concepts), n_layers=_vision(model).cfg.n_layers, layers=list(layers),
+        singular_values=singular_values, concepts=[concepts.concepts[j] for j in used.tolist()],
+        indices=compact, coefs=codes.coefs, fidelity=codes.fidelity, cosine=codes.cosine,
+    )
 
 
 def explain_heads(
@@ -403,8 +476,6 @@ def explain_heads(
         >>> result = sl.explain_heads(model, concepts, layers=[-2, -1])
         >>> print(result.head(-1, 0))
     """
-    from tqdm.auto import tqdm
-
     vision = _vision(model)
     if not isinstance(concepts, ConceptDictionary):
         raise TypeError(
@@ -416,37 +487,10 @@ def explain_heads(
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' (what heads write) or 'left' (what they read), got {side!r}")
     readout = joint_readout(model, centering, image_mean)
-    if concepts.dim != readout.W_proj.shape[1]:
-        raise ValueError(
-            f"the concept dictionary has width {concepts.dim} but the model's joint space has "
-            f"{readout.W_proj.shape[1]}; encode the concepts with this model's text tower"
-        )
-    n_layers = vision.cfg.n_layers
-    chosen = resolve_layers(layers, n_layers)
+    chosen = resolve_layers(layers, vision.cfg.n_layers)
     U, S, Vh = head_svd(model, chosen)
     vectors = Vh if side == "right" else U.transpose(-2, -1)  # [n, H, r, d]
-    n, H, r, d = vectors.shape
-    if device is None:
-        device = vision.W_proj.device
-    atoms = concepts.atoms.to(device)
-    all_idx, all_coef, all_fid, all_cos = [], [], [], []
-    for p in tqdm(range(n), desc=f"explaining heads ({method}, k={k})", unit="layer", disable=not progress):
-        v = vectors[p].reshape(H * r, d)
-        z = readout(v)
-        codes = pursue(z.to(device), atoms, method, k, lam)
-        codes = type(codes)(codes.indices.cpu(), codes.coefs.cpu())
-        recon = F.normalize(codes.reconstruct(concepts.atoms), dim=-1)
-        all_cos.append((recon * z).sum(-1).reshape(H, r))
-        all_fid.append((readout.to_residual(recon) * F.normalize(v, dim=-1)).sum(-1).reshape(H, r))
-        all_idx.append(codes.indices.reshape(H, r, k))
-        all_coef.append(codes.coefs.reshape(H, r, k))
-    indices, coefs = torch.stack(all_idx), torch.stack(all_coef)
-    used, compact = torch.unique(indices, return_inverse=True)
-    return SITHResult(
-        model_name=str(getattr(getattr(model, "cfg", None), "model_name", "custom")),
-        method=method, k=k, lam=float(lam) if method == "comp" else 0.0, side=side,
-        centering="image" if readout.image_mean is not None else "none",
-        vocabulary_size=len(concepts), n_layers=n_layers, layers=chosen,
-        singular_values=S, concepts=[concepts.concepts[j] for j in used.tolist()],
-        indices=compact, coefs=coefs, fidelity=torch.stack(all_fid), cosine=torch.stack(all_cos),
-    )
+    codes = explain_vectors(vectors, readout, concepts, k=k, lam=lam, method=method,
+                            device=vision.W_proj.device if device is None else device, progress=progress)
+    return result_from_codes(model, concepts, codes, S, chosen, method=method, k=k, lam=lam, side=side,
+                             readout=readout)

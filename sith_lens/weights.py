@@ -122,12 +122,16 @@ def vo_factors(
     return VOFactors(W_V, W_O)
 
 
-def fold_and_center(tower: Any) -> Any:
+def fold_and_center(tower: Any, fold_value_bias: bool = False) -> Any:
     """A copy of a hooked tower with every ``ln1`` folded into Q/K/V and all weights centred.
 
     The copy computes the same outputs (``ln_final`` and everything after it) as ``tower``; only
     the residual stream differs, by a multiple of the all-ones vector per token. Its ``W_V`` and
     ``W_O`` are exactly the factors that ``vo_factors`` returns.
+
+    With ``fold_value_bias`` each head's value bias moves into the output bias as well
+    (``b_O += sum_h b_V[h] @ W_O[h]``, ``b_V = 0``; exact, since attention weights sum to one), so
+    a head's output is then ``pattern @ x @ W_VO`` alone and editing ``W_VO`` edits all of it.
 
     Example:
         >>> folded = fold_and_center(model.vision)
@@ -135,14 +139,26 @@ def fold_and_center(tower: Any) -> Any:
         True
     """
     folded = copy.deepcopy(tower)
+    fold_and_center_(folded, fold_value_bias)
+    return folded
+
+
+def fold_and_center_(tower: Any, fold_value_bias: bool = False) -> None:
+    """In-place ``fold_and_center``: the tower's own weights are rewritten (same outputs).
+
+    Example:
+        >>> fold_and_center_(edited.vision, fold_value_bias=True)
+    """
     with torch.no_grad():
-        for block in folded.blocks:
+        for block in tower.blocks:
             ln, attn = block.ln1, block.attn
             for W, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)):
                 W_new, b_new = fold_ln(W, b, ln.w, ln.b)
                 W.copy_(center_reads(W_new))
                 b.copy_(b_new)
             attn.W_O.copy_(center_writes(attn.W_O))
+            if fold_value_bias:
+                attn.b_O.add_(torch.einsum("he,hed->d", attn.b_V, attn.W_O))
+                attn.b_V.zero_()
             ln.w.fill_(1.0)
             ln.b.zero_()
-    return folded

@@ -23,9 +23,7 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -315,10 +313,9 @@ def save_checkpoint(model, tokenizer, out: Path, cfg: TrainConfig, record: dict,
     from safetensors.torch import save_file
     from transformers import CLIPImageProcessorPil
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    from sith_lens.atomic import atomic_directory
+
+    with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         CLIPImageProcessorPil(
@@ -330,20 +327,8 @@ def save_checkpoint(model, tokenizer, out: Path, cfg: TrainConfig, record: dict,
         save_file({"image_mean": image_mean.contiguous()}, str(tmp / "image_mean.safetensors"))
         (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(record))
-        tmp.chmod(0o755)
         for f in tmp.iterdir():
             f.chmod(0o644)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def model_card(record: dict) -> str:

@@ -1,0 +1,84 @@
+"""Write a ``HookedCLIP`` (edited or not) as a standard transformers ``CLIPModel`` checkpoint.
+
+The towers go back through the same weight-map tables that loaded them (``hf_clip.to_theirs``), so
+export cannot drift from loading. What is written is whatever the towers hold: after
+``sith_lens.edit_heads`` that is the folded form (``ln_1`` with unit gain and zero bias, its affine
+folded into Q/K/V, centred weights, value biases folded into the output bias), which transformers
+runs as an ordinary CLIP with the same outputs. The folder also gets the tokenizer, the image
+processor and, when the model has one, ``image_mean.safetensors``. Writes are atomic: a temporary
+sibling folder renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sith_lens.adapters.hf_clip import axis_sizes, text_weight_maps, to_theirs, vision_weight_maps
+from sith_lens.atomic import atomic_directory
+
+
+def hf_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """The transformers ``CLIPModel`` state dict of a ``HookedCLIP``'s current weights.
+
+    Example:
+        >>> CLIPModel(model.hf_config).load_state_dict(hf_state_dict(model), strict=False)
+    """
+    state: dict[str, torch.Tensor] = {}
+    for tower, maps in ((model.vision, vision_weight_maps(model.vision.cfg)), (model.text, text_weight_maps(model.text.cfg))):
+        ours = {k: v.detach() for k, v in tower.state_dict().items()}
+        state.update(to_theirs(ours, maps, axis_sizes(tower.cfg)))
+    state["logit_scale"] = model.logit_scale.detach().clone()
+    return state
+
+
+def to_hf_clip(model: Any) -> Any:
+    """A transformers ``CLIPModel`` holding a ``HookedCLIP``'s current weights (a copy).
+
+    Example:
+        >>> hf = to_hf_clip(sl.edit_heads(model, result, m))
+        >>> hf.get_image_features(pixel_values=pixels)
+    """
+    from transformers import CLIPModel
+
+    if getattr(model, "hf_config", None) is None:
+        raise ValueError(
+            "this HookedCLIP has no transformers config (hf_config); load it with sl.load_clip(...) so "
+            "that it can be exported"
+        )
+    state = hf_state_dict(model)
+    with torch.random.fork_rng():
+        hf = CLIPModel(model.hf_config)
+    expected = {k for k in hf.state_dict()}
+    missing = sorted(expected - set(state))
+    if missing:
+        raise ValueError(f"cannot export: the transformers model expects tensors this model lacks: {missing[:5]}")
+    hf.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
+    return hf.to(model.vision.W_proj.dtype).eval()
+
+
+def save_clip(model: Any, out_dir: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write ``model`` to ``out_dir`` so that ``CLIPModel.from_pretrained(out_dir)`` and
+    ``sl.load_clip(out_dir)`` load it as is; returns the folder.
+
+    Example:
+        >>> save_clip(sl.suppress(model, result, ["red"]), "no-red-clip")
+        >>> sl.load_clip("no-red-clip")
+    """
+    from safetensors.torch import save_file
+
+    from sith_lens.adapters.loading import IMAGE_MEAN_FILE
+
+    hf = to_hf_clip(model)
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        hf.save_pretrained(tmp)
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(tmp)
+        if model.image_processor is not None:
+            model.image_processor.save_pretrained(tmp)
+        if getattr(model, "image_mean", None) is not None:
+            save_file({"image_mean": model.image_mean.detach().float().cpu().contiguous()}, str(tmp / IMAGE_MEAN_FILE))
+    return Path(out_dir)
