@@ -15,6 +15,7 @@ from .attributes import (
     ATTRIBUTES,
     BACKGROUND_JITTER,
     BACKGROUNDS,
+    COLORS,
     COLOR_JITTER,
     MAX_OBJECTS,
     POSITION_JITTER,
@@ -184,10 +185,11 @@ class ToyBatch:
 
 
 def batch_from_scenes(
-    scenes: list[Scene], captions: list[Caption], image_size: int = 64, patch_size: int = 8
+    scenes: list[Scene], captions: list[Caption], image_size: int = 64, patch_size: int = 8,
+    palette: tuple[tuple[str, tuple[int, int, int]], ...] = (),
 ) -> ToyBatch:
-    """Render scenes and collect their ground truth into a ToyBatch."""
-    rendered = [render_scene(s, image_size) for s in scenes]
+    """Render scenes and collect their ground truth into a ToyBatch (``palette``: see ``render_scene``)."""
+    rendered = [render_scene(s, image_size, dict(palette)) for s in scenes]
     images = np.stack([im for im, _ in rendered])
     return ToyBatch(
         scenes=scenes,
@@ -227,12 +229,19 @@ class ToyWorld:
     seed: int = 0
     image_size: int = 64
     patch_size: int = 8
+    #: Colours drawn differently from the defaults, as ``(("purple", (255, 0, 255)),)``: a shifted
+    #: world for fine-tuning studies. Empty for the standard world.
+    palette: tuple[tuple[str, tuple[int, int, int]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}"
             )
+        for name, rgb in self.palette:
+            if name not in COLORS or len(rgb) != 3 or not all(0 <= int(v) <= 255 for v in rgb):
+                raise ValueError(f"palette entries must be (colour name from {COLORS}, (r, g, b) in 0..255), "
+                                 f"got {(name, rgb)!r}")
         if self.image_size < 24:
             raise ValueError(f"image_size={self.image_size} is too small to draw objects; use >= 24")
 
@@ -258,7 +267,7 @@ class ToyWorld:
         rng = self.rng(0 if not full_captions else 2, index)
         scenes = [sample_scene(rng, int(rng.integers(lo, hi + 1))) for _ in range(batch_size)]
         captions = [make_caption(s, rng, **style) for s in scenes]
-        return batch_from_scenes(scenes, captions, self.image_size, self.patch_size)
+        return batch_from_scenes(scenes, captions, self.image_size, self.patch_size, self.palette)
 
     def contrastive_batch(self, index: int, n_pairs: int) -> ToyBatch:
         """Batch number ``index`` of hard-negative pairs: ``2 * n_pairs`` items where item
@@ -276,7 +285,7 @@ class ToyWorld:
             captions.append(make_caption(s, rng, force=force))
             twin_captions.append(make_caption(other, twin_rng, force=force))
             changed.append(other)
-        return batch_from_scenes(scenes + changed, captions + twin_captions, self.image_size, self.patch_size)
+        return batch_from_scenes(scenes + changed, captions + twin_captions, self.image_size, self.patch_size, self.palette)
 
     def group_batch(
         self, index: int, batch_size: int, weights: dict[str, float] | None = None
@@ -308,7 +317,7 @@ class ToyWorld:
             for scene in group[: batch_size - len(scenes)]:
                 scenes.append(scene)
                 captions.append(make_caption(scene, copy.deepcopy(caption_rng), force=(target, attribute)))
-        return batch_from_scenes(scenes, captions, self.image_size, self.patch_size)
+        return batch_from_scenes(scenes, captions, self.image_size, self.patch_size, self.palette)
 
     def attribute_set(self, attribute: str, per_value: int) -> AttributeSet:
         """``per_value`` single-object scenes for each value of ``attribute``, other attributes random.
@@ -332,7 +341,7 @@ class ToyWorld:
                 labels.append(value)
         prompts = attribute_prompts(attribute)
         captions = [_prompt_caption(s, attribute, prompts[v]) for s, v in zip(scenes, labels)]
-        batch = batch_from_scenes(scenes, captions, self.image_size, self.patch_size)
+        batch = batch_from_scenes(scenes, captions, self.image_size, self.patch_size, self.palette)
         return AttributeSet(attribute, batch, np.array(labels, dtype=np.int64), prompts)
 
 

@@ -117,8 +117,10 @@ def object_box(obj: ToyObject, image_size: int) -> tuple[float, float, float]:
     return cx, cy, SIZE_PIXELS[obj.word("size")] * scale / 2.0
 
 
-def render_scene(scene: Scene, image_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Draw a scene.
+def render_scene(
+    scene: Scene, image_size: int = 64, palette: dict[str, tuple[int, int, int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a scene; ``palette`` overrides the RGB of some colour names (e.g. ``{"purple": (255, 0, 255)}``).
 
     Returns:
         image: uint8 [image_size, image_size, 3]
@@ -137,7 +139,8 @@ def render_scene(scene: Scene, image_size: int = 64) -> tuple[np.ndarray, np.nda
         mask = shape_mask(obj.word("shape"), (xs + 0.5 - cx) / half, (ys + 0.5 - cy) / half)
         left, top = int(math.floor(cx - half)), int(math.floor(cy - half))
         second = texture_pattern(obj.word("texture"), xs - left, ys - top)
-        rgb = np.clip(np.array(COLOR_RGB[obj.word("color")], np.float32) + np.asarray(obj.tint, np.float32), 0, 255)
+        base = (palette or {}).get(obj.word("color"), COLOR_RGB[obj.word("color")])
+        rgb = np.clip(np.array(base, np.float32) + np.asarray(obj.tint, np.float32), 0, 255)
         image[mask & ~second] = rgb
         image[mask & second] = rgb * TEXTURE_SHADE
         masks[i] = mask
