@@ -36,6 +36,18 @@ _LAZY = {
     "pursue": "sith_lens.pursuit",
     "SparseCodes": "sith_lens.pursuit",
     "factored_svd": "sith_lens.svd",
+    "edit_heads": "sith_lens.edit",
+    "suppress": "sith_lens.edit",
+    "amplify": "sith_lens.edit",
+    "concept_mass": "sith_lens.edit",
+    "concept_multipliers": "sith_lens.edit",
+    "task_multipliers": "sith_lens.edit",
+    "ablate_heads": "sith_lens.edit",
+    "compare": "sith_lens.compare",
+    "Comparison": "sith_lens.compare",
+    "group_robustness": "sith_lens.zeroshot",
+    "zero_shot_weights": "sith_lens.zeroshot",
+    "read_groups_csv": "sith_lens.zeroshot",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -73,6 +73,87 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explanation(model, args, layers):
+    """A SITH result for ``layers``: read from ``--result`` (checked to cover them) or computed."""
+    from sith_lens.concepts import ConceptDictionary
+    from sith_lens.sith import SITHResult, explain_heads
+
+    if args.result:
+        result = SITHResult.from_json(args.result)
+        missing = sorted(set(layers) - set(result.layers))
+        if missing:
+            raise ValueError(f"--result {args.result} does not cover layers {missing}; explain them or change --layers")
+        return result, None
+    vocab = args.vocab or ("toy" if args.model == "toy" else "english")
+    concepts = ConceptDictionary.from_vocab(model, vocab)
+    return explain_heads(model, concepts, layers, k=args.k, lam=args.lam), concepts
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    import torch
+
+    from sith_lens.adapters.loading import load_clip
+    from sith_lens.edit import concept_multipliers, edit_heads, identity_multipliers
+    from sith_lens.sith import parse_layers
+
+    suppress, amplify = _split(args.suppress), _split(args.amplify)
+    if not suppress and not amplify:
+        raise ValueError("nothing to edit: pass --suppress red,blue and/or --amplify striped")
+    model = load_clip(args.model)
+    layers = parse_layers(args.layers, model.vision.cfg.n_layers)
+    result, _ = _explanation(model, args, layers)
+    m = identity_multipliers(result)
+    for query, value in ((suppress, 0.0), (amplify, args.factor)):
+        if query:
+            q = concept_multipliers(result, query, value, threshold=args.threshold, layers=layers)
+            m = torch.where(q != 1, q, m)
+    changed = m != 1
+    edited = edit_heads(model, result, m)
+    out = edited.save_pretrained(args.out)
+    for p, layer in enumerate(result.layers):
+        if changed[p].any():
+            heads = ", ".join(f"H{h} x{int(changed[p, h].sum())}" for h in range(result.n_heads) if changed[p, h].any())
+            print(f"  L{layer}: {heads}")
+    print(f"{int(changed.sum())} singular vectors in {int(changed.any(-1).sum())} heads edited "
+          f"(suppress {suppress or '-'}, amplify {amplify or '-'} x{args.factor}, threshold {args.threshold})")
+    print(f"wrote {out} (load it with sith_lens.load_clip({str(out)!r}) or CLIPModel.from_pretrained)")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sith_lens.adapters.loading import load_clip
+    from sith_lens.compare import compare
+    from sith_lens.concepts import ConceptDictionary
+    from sith_lens.sith import parse_layers
+
+    base, finetuned = load_clip(args.base), load_clip(args.finetuned)
+    layers = parse_layers(args.layers, base.vision.cfg.n_layers)
+    vocab = args.vocab or ("toy" if args.base == "toy" else "english")
+    concepts = ConceptDictionary.from_vocab(finetuned, vocab)
+    cmp = compare(base, finetuned, concepts, layers, top=args.top, delta_vectors=args.delta_vectors, k=args.k)
+    print(f"{'layer':>5} {'mean angle':>11} {'max angle':>10} {'|log2 ratio|':>13} {'rel. change':>12}")
+    for row in cmp.summary():
+        print(f"{row['layer']:>5} {row['mean_angle_deg']:>10.2f}\u00b0 {row['max_angle_deg']:>9.2f}\u00b0 "
+              f"{row['mean_abs_log2_sv_ratio']:>13.3f} {row['mean_relative_change']:>12.3f}")
+    print("heads that changed most, and what their update writes (sv0 of delta W_VO):")
+    for layer, head, change in cmp.heads_by_change(args.show):
+        top = cmp.delta.head(layer, head).vectors[0]
+        text = ", ".join(f"{c} {w:.2f}" for c, w in top.concepts) or "(empty)"
+        print(f"  L{layer:<2d} H{head:<2d} change {change:.3f}: {text}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmp.to_json(out)
+        print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sith-lens",
@@ -106,6 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--report-vectors", type=int, default=16, help="singular vectors per head in the HTML report")
     ex.add_argument("--out", default="sith-out", help="output folder (default: sith-out)")
     ex.set_defaults(func=_cmd_explain)
+    ed = sub.add_parser("edit", help="SITH edit: suppress or amplify concepts in the heads' weights; writes a checkpoint")
+    ed.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
+    ed.add_argument("--suppress", default=None, help="comma-separated concepts whose singular vectors are zeroed")
+    ed.add_argument("--amplify", default=None, help="comma-separated concepts whose singular vectors are scaled")
+    ed.add_argument("--factor", type=float, default=2.0, help="multiplier for --amplify (-1 flips; default 2)")
+    ed.add_argument("--threshold", type=float, default=0.5,
+                    help="edit a singular vector when this share of its explanation is on the concepts (default 0.5)")
+    ed.add_argument("--layers", default="-4:", help="layers to edit, as for `explain` (default: -4:)")
+    ed.add_argument("--result", default=None, help="a sith.json from `explain` to reuse instead of explaining again")
+    ed.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
+    ed.add_argument("--k", type=int, default=5, help="concepts per singular vector (default: 5)")
+    ed.add_argument("--lam", type=float, default=0.3, help="COMP coherence weight (default: 0.3)")
+    ed.add_argument("--out", required=True, help="checkpoint folder to write")
+    ed.set_defaults(func=_cmd_edit)
+    cp = sub.add_parser("compare", help="base vs fine-tuned: basis stability, singular-value ratios, SITH of the update")
+    cp.add_argument("base", help="base model spec (e.g. toy)")
+    cp.add_argument("finetuned", help="fine-tuned model spec (a checkpoint folder)")
+    cp.add_argument("--layers", default="all", help="layers, as for `explain` (default: all)")
+    cp.add_argument("--top", type=int, default=8, help="leading singular vectors compared per head (default 8)")
+    cp.add_argument("--delta-vectors", type=int, default=4, help="singular vectors of the update explained per head")
+    cp.add_argument("--k", type=int, default=5, help="concepts per singular vector (default: 5)")
+    cp.add_argument("--vocab", default=None, help="concept vocabulary (default: toy for the toy model, else english)")
+    cp.add_argument("--show", type=int, default=8, help="heads to print (default 8)")
+    cp.add_argument("--out", default=None, help="JSON file to write the full comparison to")
+    cp.set_defaults(func=_cmd_compare)
     toy = sub.add_parser("toyworld", help="render sample toy-world scenes to a PNG and print their captions")
     toy.add_argument("--out", default="toyworld.png", help="PNG file to write (default: toyworld.png)")
     toy.add_argument("--n", type=int, default=16, help="number of scenes (default: 16)")
