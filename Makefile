@@ -27,6 +27,8 @@ bench: install
 	$(PY) benchmarks/comp_speed.py
 	$(PY) benchmarks/sith_toy.py
 	$(PY) benchmarks/sith_pipeline.py
+	$(PY) benchmarks/edit_toy.py
+	$(PY) benchmarks/compare_toy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
