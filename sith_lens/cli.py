@@ -112,6 +112,9 @@ def _cmd_edit(args: argparse.Namespace) -> int:
             q = concept_multipliers(result, query, value, threshold=args.threshold, layers=layers)
             m = torch.where(q != 1, q, m)
     changed = m != 1
+    if not changed.any():
+        print(f"sith-lens: note: no singular vector puts {args.threshold} of its explanation on {suppress + amplify}; "
+              "the written model equals the input (lower --threshold, or check `sith-lens explain`)", file=sys.stderr)
     edited = edit_heads(model, result, m)
     out = edited.save_pretrained(args.out)
     for p, layer in enumerate(result.layers):

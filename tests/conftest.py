@@ -48,6 +48,20 @@ def make_hf_clip(
     return model
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Concept-embedding caches go to a fresh folder per test, never to ~/.cache."""
+    monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """The shipped toy CLIP (tests that change it work on a copy)."""
+    import sith_lens as sl
+
+    return sl.load_clip("toy")
+
+
 @pytest.fixture(scope="session")
 def hf_tiny():
     return make_hf_clip()

@@ -12,20 +12,9 @@ import sith_lens as sl
 from sith_lens.cli import main
 from sith_lens.compare import Comparison, compare, match_vectors, principal_angles
 from sith_lens.concepts import ConceptDictionary
-from sith_lens.edit import suppress
 from sith_lens.toyworld.finetune import FinetuneConfig, finetune, rename_words, save_finetuned, shifted_world
 from sith_lens.toyworld.spurious import spurious_task, write_group_folder
 from sith_lens.zeroshot import group_accuracy, group_robustness, read_groups_csv, zero_shot_weights
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return sl.load_clip("toy")
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +169,12 @@ def test_edit_and_compare_commands(tmp_path, capsys, toy):
     assert not (tmp_path / "x").exists()
     assert main(["edit", "--model", "toy", "--out", str(tmp_path / "x")]) == 2
     assert "nothing to edit" in capsys.readouterr().err
+    # reuse a saved explanation; one that does not cover the layers is refused
+    assert main(["explain", "--layers", "-1", "--out", str(tmp_path / "sith")]) == 0
+    capsys.readouterr()
+    assert main(["edit", "--amplify", "striped", "--factor", "3", "--threshold", "0.2", "--layers", "-1",
+                 "--result", str(tmp_path / "sith" / "sith.json"), "--out", str(tmp_path / "amp")]) == 0
+    assert "singular vectors in" in capsys.readouterr().out
+    assert main(["edit", "--suppress", "red", "--layers", "-2:", "--result", str(tmp_path / "sith" / "sith.json"),
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "does not cover layers [4]" in capsys.readouterr().err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import torch
 
 DEMOS = Path(__file__).resolve().parents[1] / "demos"
 

@@ -14,11 +14,6 @@ from sith_lens.edit import (
 from sith_lens.sith import explain_heads, head_svd
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
-
-
 WORDS = ["red", "blue", "green", "circle", "square", "red circle", "blue square", "dog", "cat", "tree",
          "striped", "dotted"]
 

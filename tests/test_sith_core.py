@@ -17,16 +17,6 @@ from sith_lens.svd import factored_svd
 from sith_lens.weights import fold_and_center, vo_factors
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return sl.load_clip("toy")
-
-
 # -- weights ------------------------------------------------------------------------------------------
 def test_folded_and_centred_tower_computes_the_same_function(tiny):
     torch.manual_seed(0)
