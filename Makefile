@@ -14,6 +14,7 @@ demo: install
 	$(VENV)/bin/sith-lens info --model toy
 	$(VENV)/bin/sith-lens toyworld --n 16 --out toyworld.png
 	$(VENV)/bin/sith-lens explain --model toy --out sith-out
+	$(VENV)/bin/sith-lens edit --model toy --suppress red --result sith-out/sith.json --out sith-out/no-red-clip
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: install
