@@ -28,10 +28,9 @@ from torch import Tensor
 from .atomic import write_text_atomic
 from .concepts import ConceptDictionary
 from .sith import (
-    SITHResult, _vision, explain_vectors, head_svd, joint_readout, resolve_layers, result_from_codes,
+    SITHResult, _vision, explain_vectors, head_vo_factors, joint_readout, resolve_layers, result_from_codes,
 )
 from .svd import factored_svd
-from .weights import vo_factors
 
 COMPARISON_FORMAT = "sith-lens/comparison/1"
 
@@ -145,14 +144,6 @@ class Comparison:
             raise ValueError(f"cannot read a comparison from {path}: {err}") from None
 
 
-def _factors(model: Any, layers: list[int]) -> tuple[Tensor, Tensor]:
-    vision = _vision(model)
-    with torch.no_grad():
-        ln_w = torch.stack([vision.blocks[l].ln1.w for l in layers]).detach().double().cpu()
-        vo = vo_factors(vision.W_V[layers].detach().double().cpu(), vision.W_O[layers].detach().double().cpu(), ln_w)
-    return vo.W_V, vo.W_O
-
-
 def _explain_update(
     model: Any, concepts: ConceptDictionary, S: Tensor, V: Tensor, layers: list[int], *,
     k: int, lam: float, method: str, progress: bool,
@@ -212,14 +203,14 @@ def compare(
     if not 1 <= delta_vectors <= 2 * d_head:
         raise ValueError(f"delta_vectors must be in 1..{2 * d_head}, got {delta_vectors}")
     chosen = resolve_layers(layers, vb.cfg.n_layers)
-    _, Sb, Vb = head_svd(base, chosen, dtype=torch.float64)
-    _, Sf, Vf = head_svd(finetuned, chosen, dtype=torch.float64)
+    Ab, Bb = head_vo_factors(base, chosen)
+    Af, Bf = head_vo_factors(finetuned, chosen)
+    _, Sb, Vb = factored_svd(Ab, Bb)
+    _, Sf, Vf = factored_svd(Af, Bf)
     angles = principal_angles(Vb[..., :top, :], Vf[..., :top, :])
     matched, match_cos = match_vectors(Vb[..., :top, :], Vf)
     ratio = torch.gather(Sf, -1, matched) / Sb[..., :top].clamp_min(1e-30)
     # delta W_VO = A_f B_f - A_b B_b = [A_f, -A_b] @ [B_f; B_b], rank <= 2 d_head
-    Ab, Bb = _factors(base, chosen)
-    Af, Bf = _factors(finetuned, chosen)
     A, B = torch.cat([Af, -Ab], dim=-1), torch.cat([Bf, Bb], dim=-2)
     if 2 * d_head <= vb.cfg.d_model:
         _, Sd, Vd = factored_svd(A, B)

@@ -135,9 +135,10 @@ def rebuild_head(
     return U * root, (torch.sign(s) * root)[:, None] * Vh
 
 
-def prepare_for_edit(model: Any) -> Any:
+def prepare_for_edit(model: Any, label: str = "edited") -> Any:
     """A copy of ``model`` whose vision tower is folded and centred, with value biases folded into
-    the output bias: the same function, in the form that ``edit_heads`` edits.
+    the output bias: the same function, in the form that ``edit_heads`` edits. ``label`` is
+    appended to the copy's model name.
 
     Example:
         >>> base = prepare_for_edit(model)     # what edit_heads returns for an all-ones edit
@@ -145,6 +146,8 @@ def prepare_for_edit(model: Any) -> Any:
     _vision(model)
     edited = copy.deepcopy(model)
     fold_and_center_(edited.vision, fold_value_bias=True)
+    edited.cfg = copy.copy(model.cfg)
+    edited.cfg.model_name = f"{model.cfg.model_name} ({label})"
     return edited
 
 
@@ -175,8 +178,6 @@ def edit_heads(model: Any, result: SITHResult, multipliers: Multipliers) -> Any:
                 attn.W_V[h] = W_V.to(attn.W_V)
                 attn.W_O[h] = W_O.to(attn.W_O)
     logger.info("edit_heads: %d heads rebuilt, %d singular vectors changed", int(changed.sum()), int((m != 1).sum()))
-    edited.cfg = copy.copy(model.cfg)
-    edited.cfg.model_name = f"{model.cfg.model_name} (edited)"
     return edited
 
 
@@ -366,7 +367,7 @@ def ablate_heads(
     for _, h in heads:
         if not 0 <= h < vision.cfg.n_heads:
             raise ValueError(f"head {h} is out of range (0..{vision.cfg.n_heads - 1})")
-    edited = prepare_for_edit(model)
+    edited = prepare_for_edit(model, "heads ablated")
     tower = edited.vision
     mean_z: dict[int, Tensor] = {}
     if images is not None and heads:
@@ -380,6 +381,4 @@ def ablate_heads(
             if layer in mean_z:
                 attn.b_O += mean_z[layer][h] @ attn.W_O[h]
             attn.W_O[h] = 0.0
-    edited.cfg = copy.copy(model.cfg)
-    edited.cfg.model_name = f"{model.cfg.model_name} (heads ablated)"
     return edited

@@ -27,7 +27,7 @@ from .concepts import ConceptDictionary
 from .pursuit import METHODS, pursue
 from .readout import JointReadout
 from .svd import factored_svd
-from .weights import check_finite, vo_factors
+from .weights import VOFactors, check_finite, vo_factors
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +354,21 @@ class SITHResult:
 # --------------------------------------------------------------------------------------------------
 # the pipeline
 # --------------------------------------------------------------------------------------------------
+def head_vo_factors(model: Any, layers: Sequence[int], dtype: torch.dtype = torch.float64) -> VOFactors:
+    """The folded and centred ``W_V [n, H, d, e]`` and ``W_O [n, H, e, d]`` of every head in ``layers``
+    (absolute indices), on CPU in ``dtype``.
+
+    Example:
+        >>> vo = head_vo_factors(model, [11]); W_VO = vo.W_V[0, 3] @ vo.W_O[0, 3]
+    """
+    vision = _vision(model)
+    with torch.no_grad():
+        W_V = vision.W_V[layers].detach().to("cpu", dtype)
+        W_O = vision.W_O[layers].detach().to("cpu", dtype)
+        ln_w = torch.stack([vision.blocks[l].ln1.w for l in layers]).detach().to("cpu", dtype)
+        return vo_factors(W_V, W_O, ln_w)
+
+
 def head_svd(model: Any, layers: Sequence[int], dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
     """``(U [n, H, d, r], S [n, H, r], Vh [n, H, r, d])``: the sign-fixed SVD of every head's folded
     and centred ``W_VO`` in ``layers`` (absolute indices), computed in float64, returned in ``dtype``.
@@ -361,13 +376,7 @@ def head_svd(model: Any, layers: Sequence[int], dtype: torch.dtype = torch.float
     Example:
         >>> U, S, Vh = head_svd(model, [11])
     """
-    vision = _vision(model)
-    with torch.no_grad():
-        W_V = vision.W_V[layers].detach().double().cpu()
-        W_O = vision.W_O[layers].detach().double().cpu()
-        ln_w = torch.stack([vision.blocks[l].ln1.w for l in layers]).detach().double().cpu()
-        vo = vo_factors(W_V, W_O, ln_w)
-        return tuple(t.to(dtype) for t in factored_svd(vo.W_V, vo.W_O))
+    return tuple(t.to(dtype) for t in factored_svd(*head_vo_factors(model, layers)))
 
 
 class VectorCodes(NamedTuple):

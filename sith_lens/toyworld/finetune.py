@@ -1,11 +1,13 @@
-"""Fine-tune a toy CLIP on a shifted caption distribution, to study what fine-tuning changes.
+"""Fine-tune a toy CLIP on a shifted world, to study what fine-tuning changes.
 
-The shift renames a word in every caption: by default purple objects are called "magenta", a word
-that is in the tokenizer but never appeared in pre-training. With the text tower frozen (the
-default) the vision tower has to move purple objects onto the untrained "magenta" text direction,
-so the change is visible in its weights and SITH's dictionary (encoded by the unchanged text tower)
-can name it. ``sith_lens.compare(base, finetuned)`` then measures whether the singular basis of
-each head stayed stable and what the weight update writes.
+The shift: purple objects are drawn magenta (RGB 255, 0, 255) and every caption calls them
+"magenta", a word that is in the tokenizer but never appeared in pre-training. Both towers train by
+default, so the text tower learns the new word and a dictionary encoded by the fine-tuned model can
+name it (with a frozen text tower every untrained word sits in one cluster of near-identical
+embeddings, so no explanation could single it out). ``--train vision`` or ``--train vo`` (only the
+vision attention's value and output projections) restrict what moves.
+``sith_lens.compare(base, finetuned)`` then measures whether each head's singular basis stayed
+stable and what the weight update writes.
 
     python -m sith_lens.toyworld.finetune --out toy-magenta --steps 300
 """
