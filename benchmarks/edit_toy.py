@@ -17,7 +17,8 @@ Edits (layers ``--layers``, default the last four):
 Drops are reported for accuracy (percentage points, the headline) and for the mean log-probability
 of the correct prompt (nats; it moves before accuracy saturates).
 
-Zero-shot accuracy per attribute on held-out single-object scenes (seed 777). Then group robustness on the toy spurious-correlation task
+Zero-shot accuracy per attribute on held-out single-object scenes (seed 777). Then the
+classification edit (``sl.boost_classes``, sith_spec §5.4) with each attribute's values as classes. Then group robustness on the toy spurious-correlation task
 (``sith_lens.toyworld.spurious``): suppress "background" singular vectors vs the same controls.
 
     python benchmarks/edit_toy.py            # the last line is JSON
@@ -34,7 +35,7 @@ import torch
 
 import sith_lens as sl
 from sith_lens.edit import ablate_heads, concept_mass, concept_multipliers, edit_heads, identity_multipliers
-from sith_lens.toyworld import ToyWorld
+from sith_lens.toyworld import VALUES, ToyWorld
 from sith_lens.toyworld.attributes import COLORS, POSITIONS, SHAPES
 from sith_lens.toyworld.evaluate import zero_shot_scores
 from sith_lens.toyworld.spurious import spurious_task
@@ -146,6 +147,19 @@ def main() -> None:
     print(f"{'edit':<20}{'size':>12}" + "".join(f"{a:>17}" for a in attributes))
     for name, size, sc in rows:
         print(f"{name:<20}{size:>12}" + "".join(f"{sc[a][0]:>9.3f} ({sc[a][1]:>5.2f})" for a in attributes))
+
+    # the classification edit (sith_spec 5.4): boost vectors relevant to an attribute's class names
+    boost_rows = {}
+    for attribute in ("texture", "size", "shape", "color"):
+        edited = sl.boost_classes(model, result, concepts, list(VALUES[attribute]))
+        after = zero_shot_scores(edited.encode_image, edited.encode_text, world, [attribute], per_value=args.per_value,
+                                 logit_scale=float(model.logit_scale.exp()))[attribute]
+        boost_rows[attribute] = (base[attribute], after)
+        figures[f"boost_{attribute}_gain_pp"] = round(100 * (after[0] - base[attribute][0]), 2)
+    print("\nclassification edit (boost singular vectors relevant to the class names, m = max(0.8, R + 0.3))")
+    print(f"{'classes':<10}{'before':>16}{'after':>16}")
+    for attribute, (before, after) in boost_rows.items():
+        print(f"{attribute:<10}{before[0]:>8.3f} ({before[1]:>5.2f}){after[0]:>8.3f} ({after[1]:>5.2f})")
 
     # group robustness on the spurious task
     task = spurious_task(seed=HELD_OUT_SEED, per_group=args.per_group)

@@ -42,6 +42,7 @@ _LAZY = {
     "concept_mass": "sith_lens.edit",
     "concept_multipliers": "sith_lens.edit",
     "task_multipliers": "sith_lens.edit",
+    "boost_classes": "sith_lens.edit",
     "ablate_heads": "sith_lens.edit",
     "compare": "sith_lens.compare",
     "Comparison": "sith_lens.compare",

@@ -97,16 +97,24 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     import torch
 
     from sith_lens.adapters.loading import load_clip
-    from sith_lens.edit import concept_multipliers, edit_heads, identity_multipliers
+    from sith_lens.edit import class_multipliers, concept_multipliers, edit_heads, identity_multipliers
     from sith_lens.sith import parse_layers
 
-    suppress, amplify = _split(args.suppress), _split(args.amplify)
-    if not suppress and not amplify:
-        raise ValueError("nothing to edit: pass --suppress red,blue and/or --amplify striped")
+    suppress, amplify, classes = _split(args.suppress), _split(args.amplify), _split(args.boost_classes)
+    if not suppress and not amplify and not classes:
+        raise ValueError("nothing to edit: pass --suppress red,blue, --amplify striped and/or --boost-classes a,b")
+    if classes and (suppress or amplify):
+        raise ValueError("--boost-classes sets a multiplier on every singular vector; use it without --suppress/--amplify")
     model = load_clip(args.model)
     layers = parse_layers(args.layers, model.vision.cfg.n_layers)
-    result, _ = _explanation(model, args, layers)
+    result, concepts = _explanation(model, args, layers)
     m = identity_multipliers(result)
+    if classes:
+        if concepts is None:
+            raise ValueError("--boost-classes needs the concept dictionary: leave out --result")
+        m = class_multipliers(model, result, concepts, classes, layers=layers)
+        print(f"task multipliers for {classes}: {float(m.min()):.2f}..{float(m.max()):.2f}, "
+              f"{int((m > 1).sum())} boosted, {int((m < 1).sum())} damped")
     for query, value in ((suppress, 0.0), (amplify, args.factor)):
         if query:
             q = concept_multipliers(result, query, value, threshold=args.threshold, layers=layers)
@@ -121,8 +129,9 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         if changed[p].any():
             heads = ", ".join(f"H{h} x{int(changed[p, h].sum())}" for h in range(result.n_heads) if changed[p, h].any())
             print(f"  L{layer}: {heads}")
-    print(f"{int(changed.sum())} singular vectors in {int(changed.any(-1).sum())} heads edited "
-          f"(suppress {suppress or '-'}, amplify {amplify or '-'} x{args.factor}, threshold {args.threshold})")
+    what = f"boost classes {classes}" if classes else (
+        f"suppress {suppress or '-'}, amplify {amplify or '-'} x{args.factor}, threshold {args.threshold}")
+    print(f"{int(changed.sum())} singular vectors in {int(changed.any(-1).sum())} heads edited ({what})")
     print(f"wrote {out} (load it with sith_lens.load_clip({str(out)!r}) or CLIPModel.from_pretrained)")
     return 0
 
@@ -195,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--suppress", default=None, help="comma-separated concepts whose singular vectors are zeroed")
     ed.add_argument("--amplify", default=None, help="comma-separated concepts whose singular vectors are scaled")
     ed.add_argument("--factor", type=float, default=2.0, help="multiplier for --amplify (-1 flips; default 2)")
+    ed.add_argument("--boost-classes", default=None,
+                    help="comma-separated class names: boost task-relevant singular vectors, damp the others "
+                    "(m = max(0.8, relevance + 0.3), sith_spec 5.4)")
     ed.add_argument("--threshold", type=float, default=0.5,
                     help="edit a singular vector when this share of its explanation is on the concepts (default 0.5)")
     ed.add_argument("--layers", default="-4:", help="layers to edit, as for `explain` (default: -4:)")

@@ -347,6 +347,45 @@ def task_multipliers(
     return torch.where(_layer_mask(result, layers)[:, None, None], m, identity_multipliers(result))
 
 
+def class_multipliers(
+    model: Any,
+    result: SITHResult,
+    dictionary: ConceptDictionary,
+    class_names: Sequence[str],
+    *,
+    template: str = "{}",
+    floor: float = 0.8,
+    offset: float = 0.3,
+    cap: float | None = None,
+    layers: int | Iterable[int] | None = None,
+) -> Float[Tensor, "n_sel n_heads rank"]:
+    """``task_multipliers`` from class names: they are encoded through ``template`` (the spec's
+    default is the bare name) with the model's text tower.
+
+    Example:
+        >>> m = class_multipliers(model, result, concepts, ["solid", "striped", "dotted"])
+    """
+    names = [c.strip() for c in class_names if isinstance(c, str) and c.strip()]
+    if len(names) < 2:
+        raise ValueError(f"the classification edit needs at least two class names, got {list(class_names)!r}")
+    if "{}" not in template:
+        raise ValueError(f"template must contain '{{}}' for the class name, got {template!r}")
+    with torch.no_grad():
+        emb = model.encode_text([template.format(c) for c in names], normalize=True).float().cpu()
+    return task_multipliers(result, dictionary, emb, names, floor=floor, offset=offset, cap=cap, layers=layers)
+
+
+def boost_classes(
+    model: Any, result: SITHResult, dictionary: ConceptDictionary, class_names: Sequence[str], **kwargs: Any
+) -> Any:
+    """The classification edit in one call: ``edit_heads`` with ``class_multipliers`` (same keywords).
+
+    Example:
+        >>> edited = sl.boost_classes(model, result, concepts, ["solid", "striped", "dotted"])
+    """
+    return edit_heads(model, result, class_multipliers(model, result, dictionary, class_names, **kwargs))
+
+
 # --------------------------------------------------------------------------------------------------
 # whole-head ablation (the TextSpan-style baseline)
 # --------------------------------------------------------------------------------------------------

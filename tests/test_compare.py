@@ -178,3 +178,7 @@ def test_edit_and_compare_commands(tmp_path, capsys, toy):
     assert main(["edit", "--suppress", "red", "--layers", "-2:", "--result", str(tmp_path / "sith" / "sith.json"),
                  "--out", str(tmp_path / "y")]) == 2
     assert "does not cover layers [4]" in capsys.readouterr().err
+    assert main(["edit", "--boost-classes", "solid,striped,dotted", "--layers", "-1", "--out", str(tmp_path / "b")]) == 0
+    assert "boosted" in capsys.readouterr().out and (tmp_path / "b" / "model.safetensors").is_file()
+    assert main(["edit", "--boost-classes", "solid,striped", "--suppress", "red", "--out", str(tmp_path / "z")]) == 2
+    assert "without --suppress/--amplify" in capsys.readouterr().err

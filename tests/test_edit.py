@@ -205,3 +205,21 @@ def test_export_of_the_toy_keeps_tokenizer_processor_and_image_mean(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         toy.save_pretrained(tmp_path / "file")
+
+
+def test_boost_classes_encodes_the_names_and_applies_task_multipliers(toy, pixels):
+    from sith_lens.edit import boost_classes, class_multipliers
+
+    concepts = sl.ConceptDictionary.from_vocab(toy, "toy", progress=False)
+    result = explain_heads(toy, concepts, layers=[-1], progress=False)
+    names = ["solid", "striped", "dotted"]
+    m = class_multipliers(toy, result, concepts, names)
+    with torch.no_grad():
+        emb = toy.encode_text(names, normalize=True)
+    torch.testing.assert_close(m, task_multipliers(result, concepts, emb, names))
+    toy_pixels = sl.ToyWorld(seed=2).batch(0, 4).pixels
+    with torch.no_grad():
+        torch.testing.assert_close(boost_classes(toy, result, concepts, names).encode_image(toy_pixels),
+                                   edit_heads(toy, result, m).encode_image(toy_pixels))
+    with pytest.raises(ValueError, match="at least two class names"):
+        class_multipliers(toy, result, concepts, ["solid"])
