@@ -9,6 +9,8 @@ Edits (layers ``--layers``, default the last four):
   public ``concept_multipliers(..., match="exact")``;
 - ``random``: the same number of singular vectors drawn at random from the same layers (mean over
   ``--random-draws`` seeds);
+- ``random-sigma``: the same, each drawn near a suppressed vector's singular value in its layer
+  (the suppressed vectors have larger singular values than average);
 - ``heads``: whole-head mean-ablation (TextSpan-style) of the heads whose spectrum carries the most
   target mass, as many heads as the suppressed vectors fill (vectors / d_head, rounded up);
 - ``all-heads``: mean-ablation of every head of the edited layers, the ceiling for any edit of
@@ -78,6 +80,25 @@ def random_multipliers(result, n: int, seed: int, layer_positions: list[int]) ->
     return m
 
 
+def matched_random_multipliers(result, selected: torch.Tensor, seed: int, window: int = 8) -> torch.Tensor:
+    """Zero as many vectors as ``selected``, each drawn among the ``window`` unselected vectors of the
+    same layer whose singular values are closest to a selected one's (a sigma-matched control)."""
+    g = torch.Generator().manual_seed(seed)
+    m = identity_multipliers(result)
+    for p in range(len(result.layers)):
+        sigma, chosen = result.singular_values[p].flatten(), selected[p].flatten()
+        free = (~chosen).nonzero().flatten().tolist()
+        flat = m[p].flatten()
+        for i in chosen.nonzero().flatten().tolist():
+            near = sorted(free, key=lambda j: abs(float(sigma[j] - sigma[i])))[:window]
+            if near:
+                j = near[int(torch.randint(len(near), (1,), generator=g))]
+                free.remove(j)
+                flat[j] = 0.0
+        m[p] = flat.reshape(m[p].shape)
+    return m
+
+
 def top_heads(result, mass: torch.Tensor, n_heads: int) -> list[tuple[int, int]]:
     """Heads with the largest sigma-weighted target mass."""
     score = (mass * result.singular_values).sum(-1) / result.singular_values.sum(-1)  # [n_sel, H]
@@ -129,11 +150,13 @@ def main() -> None:
         edits = {"sith": scores(edit_heads(model, result, m)),
                  "sith-words": scores(edit_heads(model, result, m_words)),
                  "random": mean_scores([scores(edit_heads(model, result, random_multipliers(result, n, s, positions)))
-                                        for s in range(args.random_draws)])}
+                                        for s in range(args.random_draws)]),
+                 "random-sigma": mean_scores([scores(edit_heads(model, result, matched_random_multipliers(result, m == 0, s)))
+                                              for s in range(args.random_draws)])}
         heads = top_heads(result, mass, max(1, math.ceil(n / model.vision.cfg.d_head)))
         edits["heads"] = scores(ablate_heads(model, heads, images=mean_images))
         sizes = {"sith": f"{n} vectors", "sith-words": f"{int((m_words == 0).sum())} vectors",
-                 "random": f"{n} vectors", "heads": f"{len(heads)} heads"}
+                 "random": f"{n} vectors", "random-sigma": f"{n} vectors", "heads": f"{len(heads)} heads"}
         for name, sc in edits.items():
             rows.append((f"{name}:{target}", sizes[name], sc))
             for a in ("color", "shape", "position"):
@@ -144,9 +167,9 @@ def main() -> None:
 
     print(f"zero-shot accuracy (and mean log-probability of the correct prompt) after each edit, "
           f"layers {layers}, threshold {args.threshold}")
-    print(f"{'edit':<20}{'size':>12}" + "".join(f"{a:>17}" for a in attributes))
+    print(f"{'edit':<22}{'size':>12}" + "".join(f"{a:>17}" for a in attributes))
     for name, size, sc in rows:
-        print(f"{name:<20}{size:>12}" + "".join(f"{sc[a][0]:>9.3f} ({sc[a][1]:>5.2f})" for a in attributes))
+        print(f"{name:<22}{size:>12}" + "".join(f"{sc[a][0]:>9.3f} ({sc[a][1]:>5.2f})" for a in attributes))
 
     # the classification edit (sith_spec 5.4): boost vectors relevant to an attribute's class names
     boost_rows = {}
