@@ -491,8 +491,6 @@ def explain_heads(
             f"concepts must be a ConceptDictionary, got {type(concepts).__name__}; "
             "build one with sl.ConceptDictionary.from_vocab(model, 'toy' | 'english' | path | list)"
         )
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' (what heads write) or 'left' (what they read), got {side!r}")
     readout = joint_readout(model, centering, image_mean)

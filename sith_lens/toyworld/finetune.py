@@ -22,14 +22,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from .captions import caption_truth
 from .data import ToyWorld
-from .train import contrastive_loss
+from .train import batch_truth, contrastive_loss, world_image_mean
 
 #: Which parameters each ``FinetuneConfig.train`` setting trains (by transformers name).
 TRAINABLE = {
@@ -62,6 +59,13 @@ class FinetuneConfig:
     train: str = "all"
 
 
+def base_checkpoint(cfg: FinetuneConfig) -> Path:
+    """The folder of the checkpoint being fine-tuned ("toy": the shipped toy CLIP)."""
+    from sith_lens.adapters.loading import toy_checkpoint_dir
+
+    return toy_checkpoint_dir() if cfg.base == "toy" else Path(cfg.base)
+
+
 def shifted_world(cfg: FinetuneConfig, seed: int | None = None) -> ToyWorld:
     """The fine-tuning world: the toy world with ``cfg.recolor`` applied (a fresh seed by default)."""
     return ToyWorld(seed=cfg.seed + SEED_OFFSET if seed is None else seed,
@@ -86,11 +90,11 @@ def finetune(cfg: FinetuneConfig, progress: bool = True):
     """
     from transformers import AutoTokenizer, CLIPModel
 
-    from sith_lens.adapters.loading import toy_checkpoint_dir
-
     if cfg.steps < 1 or cfg.batch_size < 2 or cfg.batch_size % 2:
         raise ValueError(f"need steps >= 1 and an even batch_size >= 2, got {cfg.steps}, {cfg.batch_size}")
-    base = toy_checkpoint_dir() if cfg.base == "toy" else Path(cfg.base)
+    if cfg.train not in TRAINABLE:
+        raise ValueError(f"train must be one of {sorted(TRAINABLE)}, got {cfg.train!r}")
+    base = base_checkpoint(cfg)
     if not (base / "config.json").is_file():
         raise ValueError(f"{base} is not a checkpoint folder (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -99,8 +103,6 @@ def finetune(cfg: FinetuneConfig, progress: bool = True):
         raise ValueError(f"the tokenizer does not know {unknown}; a renamed word must be in its vocabulary")
     torch.manual_seed(cfg.seed)
     model = CLIPModel.from_pretrained(base).train()
-    if cfg.train not in TRAINABLE:
-        raise ValueError(f"train must be one of {sorted(TRAINABLE)}, got {cfg.train!r}")
     params = [p for n, p in model.named_parameters() if TRAINABLE[cfg.train](n)]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -113,9 +115,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True):
     for step in tqdm(range(cfg.steps), desc="fine-tuning", disable=not progress):
         batch = world.contrastive_batch(step, cfg.batch_size // 2)
         enc = tokenizer(rename_words(batch.texts, cfg.rename), padding=True, return_tensors="pt")
-        mentions = np.stack([c.mentions for c in batch.captions])
-        backgrounds = np.array([c.background for c in batch.captions])
-        truth = torch.from_numpy(caption_truth(mentions, backgrounds, batch.values, batch.backgrounds))
+        truth = batch_truth(batch)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             image = model.get_image_features(pixel_values=batch.pixels).pooler_output
             text = model.get_text_features(**enc).pooler_output
@@ -129,23 +129,19 @@ def finetune(cfg: FinetuneConfig, progress: bool = True):
     return model.eval(), tokenizer, log
 
 
-@torch.no_grad()
 def save_finetuned(model, tokenizer, cfg: FinetuneConfig, out: str | Path, record: dict) -> Path:
     """Write the fine-tuned checkpoint atomically, with the base's image processor and a fresh image mean."""
     from safetensors.torch import save_file
 
-    from sith_lens.adapters.loading import IMAGE_MEAN_FILE, toy_checkpoint_dir
+    from sith_lens.adapters.loading import IMAGE_MEAN_FILE
     from sith_lens.atomic import atomic_directory
 
-    base = toy_checkpoint_dir() if cfg.base == "toy" else Path(cfg.base)
-    world = shifted_world(cfg)
-    emb = torch.cat([F.normalize(model.get_image_features(pixel_values=world.batch(10**6 + i, 256).pixels).pooler_output, dim=-1)
-                     for i in range(4)])
+    mean = world_image_mean(model, shifted_world(cfg), n_batches=4, bf16=False)
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        shutil.copy(base / "preprocessor_config.json", tmp / "preprocessor_config.json")
-        save_file({"image_mean": emb.mean(0).contiguous()}, str(tmp / IMAGE_MEAN_FILE))
+        shutil.copy(base_checkpoint(cfg) / "preprocessor_config.json", tmp / "preprocessor_config.json")
+        save_file({"image_mean": mean.contiguous()}, str(tmp / IMAGE_MEAN_FILE))
         (tmp / "finetune.json").write_text(json.dumps(record, indent=2) + "\n")
     return Path(out)
 

@@ -191,10 +191,14 @@ def _prepare(world: ToyWorld, step: int, cfg: TrainConfig, tokenizer) -> tuple[T
     else:
         batch = world.batch(step, cfg.batch_size)
     enc = tokenizer(batch.texts, padding=True, return_tensors="pt")
+    return batch, dict(enc), batch_truth(batch)
+
+
+def batch_truth(batch: ToyBatch) -> torch.Tensor:
+    """bool [B, B]: ``truth[i, j]`` = caption j is true of image i (the positives of the contrastive loss)."""
     mentions = np.stack([c.mentions for c in batch.captions])
     backgrounds = np.array([c.background for c in batch.captions])
-    truth = torch.from_numpy(caption_truth(mentions, backgrounds, batch.values, batch.backgrounds))
-    return batch, dict(enc), truth
+    return torch.from_numpy(caption_truth(mentions, backgrounds, batch.values, batch.backgrounds))
 
 
 @torch.no_grad()
@@ -303,6 +307,13 @@ def train(cfg: TrainConfig, progress: bool = True):
 def image_embedding_mean(model, cfg: TrainConfig, n_batches: int = 16, bf16: bool = True) -> torch.Tensor:
     """Mean of the L2-normalised image embeddings of training-distribution scenes: [projection_dim]."""
     world = ToyWorld(seed=cfg.seed, image_size=cfg.image_size, patch_size=cfg.patch_size)
+    return world_image_mean(model, world, n_batches, bf16)
+
+
+@torch.no_grad()
+def world_image_mean(model, world: ToyWorld, n_batches: int, bf16: bool) -> torch.Tensor:
+    """Mean of the L2-normalised image embeddings of ``n_batches`` x 256 scenes of ``world``
+    (batches 10**6 onwards, which training never draws): [projection_dim]."""
     encode_image, _ = _encoders(model, None, bf16)
     embs = [F.normalize(encode_image(world.batch(10**6 + i, 256).pixels), dim=-1) for i in range(n_batches)]
     return torch.cat(embs).mean(0)
