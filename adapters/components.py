@@ -108,12 +108,18 @@ class Attention(nn.Module):
     def forward(
         self,
         x: Float[Tensor, "batch pos d_model"],
-        mask: Float[Tensor, "batch 1 pos pos"] | None = None,
+        mask: Float[Tensor, "batch 1 pos key_pos"] | None = None,
+        context: Float[Tensor, "batch key_pos d_model"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
-        """``mask`` is additive (0 where attention is allowed, a large negative number elsewhere)."""
+        """``mask`` is additive (0 where attention is allowed, a large negative number elsewhere).
+
+        ``context``: the tokens that keys and values are read from (cross-attention, as in an
+        attention-pooling head); ``x`` by default.
+        """
+        context = x if context is None else context
         q = self.hook_q(self._project(x, self.W_Q, self.b_Q))
-        k = self.hook_k(self._project(x, self.W_K, self.b_K))
-        v = self.hook_v(self._project(x, self.W_V, self.b_V))
+        k = self.hook_k(self._project(context, self.W_K, self.b_K))
+        v = self.hook_v(self._project(context, self.W_V, self.b_V))
         if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
             scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
             if mask is not None:
@@ -178,3 +184,47 @@ class TransformerBlock(nn.Module):
         resid = self.hook_resid_pre(resid)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), mask)))
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+class AttentionPool(nn.Module):
+    """Attention pooling (SigLIP's "MAP" head): a learned probe attends over the final tokens,
+    then a LayerNorm + MLP residual; ``forward`` returns the pooled embedding ``[batch, d_model]``.
+
+    Hooks: the probe's attention has every ``Attention`` hook (``attn_pool.attn.hook_pattern``
+    ``[batch, n_heads, 1, pos]``, ``attn_pool.attn.hook_z`` ``[batch, 1, n_heads, d_head]``,
+    ``attn_pool.attn.hook_result`` with ``use_attn_result``), then ``hook_attn_out``,
+    ``ln.hook_*``, ``mlp.hook_pre/hook_post``, ``hook_mlp_out`` and ``hook_out`` (the pooled
+    embedding).
+    """
+
+    def __init__(self, cfg: TowerConfig):
+        super().__init__()
+        self.probe = nn.Parameter(torch.randn(cfg.d_model) * cfg.d_model**-0.5)
+        self.attn = Attention(cfg)
+        self.hook_attn_out = HookPoint()
+        self.ln = LayerNorm(cfg.d_model, cfg.eps)
+        self.mlp = MLP(cfg)
+        self.hook_mlp_out = HookPoint()
+        self.hook_out = HookPoint()
+
+    def forward(self, tokens: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch d_model"]:
+        probe = self.probe.expand(tokens.shape[0], 1, -1)
+        x = self.hook_attn_out(self.attn(probe, context=tokens))
+        x = x + self.hook_mlp_out(self.mlp(self.ln(x)))
+        return self.hook_out(x[:, 0])
+
+    def per_token(self, tokens: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """Every token pooled on its own, as if the probe attended to it alone (MaskCLIP's trick):
+        the head's value-output path, then the LayerNorm + MLP residual. The ``ln`` and ``mlp``
+        hooks see every token."""
+        a = self.attn
+        h, d, e = a.W_V.shape
+        v = a._project(tokens, a.W_V, a.b_V).reshape(*tokens.shape[:-1], h * e)
+        x = v @ a.W_O.reshape(h * e, d) + a.b_O
+        return x + self.mlp(self.ln(x))
+
+    @property
+    def W_VO(self) -> Float[Tensor, "d_model d_model"]:
+        """The value-output map summed over heads, ``sum_h W_V[h] @ W_O[h]``: the linear part of
+        ``per_token`` (no biases, no MLP)."""
+        return torch.einsum("hde,hef->df", self.attn.W_V, self.attn.W_O)

@@ -1,6 +1,7 @@
-"""Write a ``HookedCLIP`` (edited or not) as a standard transformers ``CLIPModel`` checkpoint.
+"""Write a ``HookedCLIP`` (edited or not) as a standard transformers checkpoint (``CLIPModel`` or
+``SiglipModel``, by family).
 
-The towers go back through the same weight-map tables that loaded them (``hf_clip.to_theirs``), so
+The towers go back through the same weight-map tables that loaded them (``families.hf_state_dict``), so
 export cannot drift from loading. What is written is whatever the towers hold: after
 ``sith_lens.edit_heads`` that is the folded form (``ln_1`` with unit gain and zero bias, its affine
 folded into Q/K/V, centred weights, value biases folded into the output bias), which transformers
@@ -17,41 +18,25 @@ from typing import Any
 
 import torch
 
-from sith_lens.adapters.hf_clip import axis_sizes, text_weight_maps, to_theirs, vision_weight_maps
+from sith_lens.adapters.families import HF_FAMILIES, hf_state_dict
 from sith_lens.atomic import atomic_directory
 
 
-def hf_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The transformers ``CLIPModel`` state dict of a ``HookedCLIP``'s current weights.
-
-    Example:
-        >>> CLIPModel(model.hf_config).load_state_dict(hf_state_dict(model), strict=False)
-    """
-    state: dict[str, torch.Tensor] = {}
-    for tower, maps in ((model.vision, vision_weight_maps(model.vision.cfg)), (model.text, text_weight_maps(model.text.cfg))):
-        ours = {k: v.detach() for k, v in tower.state_dict().items()}
-        state.update(to_theirs(ours, maps, axis_sizes(tower.cfg)))
-    state["logit_scale"] = model.logit_scale.detach().clone()
-    return state
-
-
 def to_hf_clip(model: Any) -> Any:
-    """A transformers ``CLIPModel`` holding a ``HookedCLIP``'s current weights (a copy).
+    """A transformers model (``CLIPModel``, ``SiglipModel``) holding a ``HookedCLIP``'s current weights (a copy).
 
     Example:
         >>> hf = to_hf_clip(sl.edit_heads(model, result, m))
         >>> hf.get_image_features(pixel_values=pixels)
     """
-    from transformers import CLIPModel
-
+    state = hf_state_dict(model)  # raises for families without a transformers layout
     if getattr(model, "hf_config", None) is None:
         raise ValueError(
             "this HookedCLIP has no transformers config (hf_config); load it with sl.load_clip(...) so "
             "that it can be exported"
         )
-    state = hf_state_dict(model)
     with torch.random.fork_rng():
-        hf = CLIPModel(model.hf_config)
+        hf = HF_FAMILIES[model.cfg.family].model_cls()(model.hf_config)
     expected = {k for k in hf.state_dict()}
     missing = sorted(expected - set(state))
     if missing:

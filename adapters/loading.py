@@ -1,12 +1,16 @@
 """``load_clip``: one entry point from a name, a directory or a model instance to a ``HookedCLIP``.
 
-Accepted specs (this release):
+Accepted specs:
 
-- ``"random:tiny"`` / ``"random:vit-b-32"``: a CLIPModel with seeded random weights, built from a
-  config that ships with the package (no download; for trying the tools and for tests);
-- a Hugging Face id (``"openai/clip-vit-base-patch32"``) or a local directory holding a
-  ``CLIPModel`` checkpoint, OpenAI QuickGELU or GELU variants alike;
-- an already-built transformers ``CLIPModel``;
+- ``"toy"``: the toy CLIP shipped with the package;
+- ``"random:tiny"``, ``"random:vit-b-32"``, ``"random:siglip-tiny"``...: a model with seeded random
+  weights, built from a config that ships with the package (no download; for trying the tools and
+  for tests);
+- a Hugging Face id (``"openai/clip-vit-base-patch32"``, ``"google/siglip-base-patch16-224"``) or a
+  local directory holding a transformers ``CLIPModel`` or ``SiglipModel`` checkpoint;
+- ``"open_clip:ARCH/PRETRAINED"``, ``"open_clip:ARCH/path/to/checkpoint.pt"``, ``"open_clip:ARCH"``
+  (random weights) or ``"open_clip:hf-hub:ORG/NAME"``, with the ``[open_clip]`` extra;
+- an already-built transformers ``CLIPModel`` / ``SiglipModel`` or open_clip ``CLIP`` model;
 - a ``HookedCLIP``, returned as is.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -22,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from sith_lens.adapters.hf_clip import towers_from_hf
+from sith_lens.adapters.families import HF_FAMILIES, HFFamily, hf_family, towers_from_hf
 from sith_lens.adapters.transformer_lens import HookedCLIPText, HookedCLIPVision
 
 logger = logging.getLogger(__name__)
@@ -48,12 +53,13 @@ class CLIPInfo:
     model_name: str
     """The spec the model was loaded from."""
     family: str
-    """Architecture family: ``"clip"``."""
+    """Architecture family: ``"clip"``, ``"siglip"`` or ``"open_clip"``."""
     d_proj: int
     """Width of the joint image-text space."""
 
 
-# Built-in configs for "random:NAME" (transformers CLIPConfig keyword arguments).
+# Built-in configs for "random:NAME": transformers CLIPConfig keyword arguments, or SiglipConfig ones
+# where family="siglip".
 RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         projection_dim=32,
@@ -67,6 +73,20 @@ RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
         vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                            image_size=224, patch_size=32),
         text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+    ),
+    "siglip-tiny": dict(
+        family="siglip",
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        text_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                         vocab_size=1000, max_position_embeddings=16, projection_size=64),
+    ),
+    "siglip-b-16": dict(
+        family="siglip",
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                           image_size=224, patch_size=16),
+        text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                         vocab_size=32000, max_position_embeddings=64, projection_size=768),
     ),
     "vit-l-14": dict(
         projection_dim=768,
@@ -85,6 +105,7 @@ class HookedCLIP(nn.Module):
         text: ``HookedCLIPText``, TransformerLens hooks on the text tower.
         cfg: ``CLIPInfo`` (model name, family, joint-space width).
         logit_scale: the learned temperature, ``exp(logit_scale)`` multiplies cosine similarities.
+        logit_bias: added to the scaled similarities (SigLIP's sigmoid loss learns one; 0 for CLIP).
         image_mean: ``[d_proj]`` mean normalised image embedding saved with the checkpoint
             (``image_mean.safetensors``; the toy CLIP ships one), or None. SITH's read-out uses it.
         hf_config: the transformers config the model was built from (``save_pretrained`` writes it).
@@ -101,6 +122,7 @@ class HookedCLIP(nn.Module):
         text: HookedCLIPText,
         cfg: CLIPInfo,
         logit_scale: float = 0.0,
+        logit_bias: float = 0.0,
         tokenizer: Any = None,
         image_processor: Any = None,
         hf_config: Any = None,
@@ -111,13 +133,20 @@ class HookedCLIP(nn.Module):
         self.text = text
         self.cfg = cfg
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)), requires_grad=False)
+        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)), requires_grad=False)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.register_buffer("image_mean", None, persistent=False)
 
     # -- inputs --------------------------------------------------------------------------------------
-    def tokenize(self, texts: str | Sequence[str]) -> TextTokens:
-        """Tokenise strings with the model's own tokenizer, padded and truncated to ``n_ctx``.
+    def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> TextTokens:
+        """Tokenise strings with the model's own tokenizer: padded on the right (to the longest text,
+        or to the full context ``n_ctx`` for SigLIP, as in its training) and at most ``n_ctx`` long.
+
+        Args:
+            texts: one string or a list of strings.
+            truncate: a text longer than the context is cut to fit, with a ``UserWarning`` that says
+                how many were cut (default); ``False`` raises a ``ValueError`` instead.
 
         Example:
             >>> toks = model.tokenize(["a red circle", "a dog"])
@@ -133,11 +162,33 @@ class HookedCLIP(nn.Module):
         texts = list(texts)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError("tokenize needs a non-empty list of strings")
+        cfg = self.text.cfg
+        self._check_length(texts, truncate)
         enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.text.cfg.n_ctx, return_tensors="pt"
+            texts, padding="max_length" if cfg.pad_to_n_ctx else True, truncation=True, max_length=cfg.n_ctx,
+            return_tensors="pt",
         )
-        device = self.text.W_proj.device
-        return TextTokens(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        ids = enc["input_ids"]
+        mask = enc.get("attention_mask")
+        if mask is None:  # SigLIP's tokenizer returns ids only
+            pad = getattr(self.tokenizer, "pad_token_id", None)
+            mask = torch.ones_like(ids) if pad is None else (ids != pad).long()
+        device = self.text.W_E.device
+        return TextTokens(ids.to(device), mask.to(device))
+
+    def _check_length(self, texts: list[str], truncate: bool) -> None:
+        n_ctx = self.text.cfg.n_ctx
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
+        too_long = [i for i, n in enumerate(lengths) if n > n_ctx]
+        if not too_long:
+            return
+        msg = (
+            f"{len(too_long)} of {len(texts)} texts are longer than the {n_ctx}-token context "
+            f"(the longest has {max(lengths)} tokens), e.g. {texts[too_long[0]][:60]!r}"
+        )
+        if not truncate:
+            raise ValueError(f"{msg}; shorten them, or pass truncate=True to cut them to fit")
+        warnings.warn(f"{msg}; they are truncated to fit (pass truncate=False to raise instead)", UserWarning, stacklevel=3)
 
     def preprocess(self, images: Any) -> Float[Tensor, "batch channel height width"]:
         """Resize, crop and normalise images (PIL images, file paths or HWC uint8 arrays).
@@ -170,7 +221,8 @@ class HookedCLIP(nn.Module):
     def encode_image(
         self, pixels: Float[Tensor, "batch channel height width"], normalize: bool = False
     ) -> Float[Tensor, "batch d_proj"]:
-        """Image embeddings in the joint space (``CLIPModel.get_image_features``).
+        """Image embeddings in the joint space (``CLIPModel.get_image_features``, or for SigLIP the
+        MAP head's pooled output, ``SiglipModel.get_image_features``).
 
         Example:
             >>> model.encode_image(model.preprocess(["cat.jpg"]), normalize=True).shape   # [1, d_proj]
@@ -181,7 +233,8 @@ class HookedCLIP(nn.Module):
     def encode_text(
         self, texts: str | Sequence[str] | TextTokens | Int[Tensor, "batch pos"], normalize: bool = False
     ) -> Float[Tensor, "batch d_proj"]:
-        """Text embeddings in the joint space from strings, ``TextTokens`` or token ids.
+        """Text embeddings in the joint space from strings, ``TextTokens`` or token ids
+        (``CLIPModel.get_text_features`` / ``SiglipModel.get_text_features``).
 
         Example:
             >>> model.encode_text(["a photo of a cat", "a dog"], normalize=True).shape   # [2, d_proj]
@@ -190,7 +243,8 @@ class HookedCLIP(nn.Module):
             embeds = self.text(texts)
         else:
             toks = texts if isinstance(texts, TextTokens) else self.tokenize(texts)
-            embeds = self.text(toks.input_ids, attention_mask=toks.attention_mask)
+            # SigLIP attends to its padding, as in training (text.cfg.mask_padding is False there)
+            embeds = self.text(toks.input_ids, attention_mask=toks.attention_mask if self.text.cfg.mask_padding else None)
         return embeds / embeds.norm(dim=-1, keepdim=True) if normalize else embeds
 
     def save_pretrained(self, out_dir: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -303,16 +357,16 @@ def _from_checkpoint(cls: Any, name: str, local: Path | None) -> Any:
 
 
 def _tokenizer_and_processor(
-    name: str, local: Path | None, want_tokenizer: bool, want_processor: bool
+    name: str, local: Path | None, family: HFFamily, want_tokenizer: bool, want_processor: bool
 ) -> tuple[Any, Any]:
     """The tokenizer and image processor saved with a checkpoint; None for each one that is absent
     or not wanted (the caller passed its own)."""
-    from transformers import AutoTokenizer, CLIPImageProcessorPil
+    import transformers
 
     found = []
     for cls, files, wanted in (
-        (AutoTokenizer, TOKENIZER_FILES, want_tokenizer),
-        (CLIPImageProcessorPil, ("preprocessor_config.json",), want_processor),
+        (transformers.AutoTokenizer, TOKENIZER_FILES, want_tokenizer),
+        (getattr(transformers, family.processor_class), ("preprocessor_config.json",), want_processor),
     ):
         if not wanted:
             found.append(None)
@@ -329,20 +383,17 @@ def _tokenizer_and_processor(
     return found[0], found[1]
 
 
-def _random_clip(name: str) -> Any:
-    from transformers import CLIPConfig, CLIPModel
+def _random_model(name: str) -> Any:
+    import transformers
 
     if name not in RANDOM_CONFIGS:
         raise ValueError(f"unknown random model 'random:{name}'; choose one of {[f'random:{k}' for k in RANDOM_CONFIGS]}")
+    kwargs = dict(RANDOM_CONFIGS[name])
+    family = HF_FAMILIES[kwargs.pop("family", "clip")]
+    config = getattr(transformers, family.model_class.replace("Model", "Config"))(**kwargs)
     with torch.random.fork_rng():  # seeded, without touching the caller's random state
         torch.manual_seed(0)
-        return CLIPModel(CLIPConfig(**RANDOM_CONFIGS[name])).eval()
-
-
-def _default_processor(image_size: int) -> Any:
-    from transformers import CLIPImageProcessorPil
-
-    return CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+        return family.model_cls()(config).eval()
 
 
 def load_clip(
@@ -375,52 +426,72 @@ def load_clip(
     """
     if isinstance(spec, HookedCLIP):
         model = spec
+    elif _is_open_clip(spec):
+        from sith_lens.adapters.open_clip import load_open_clip
+
+        model = load_open_clip(spec, tokenizer=tokenizer, image_processor=image_processor)
     else:
         hf_model, name, found_tok, found_proc, local = _hf_clip_from_spec(
             spec, want_tokenizer=tokenizer is None, want_processor=image_processor is None
         )
+        family = hf_family(hf_model.config.model_type, name)
         vision, text = towers_from_hf(hf_model, model_name=name)
+        bias = getattr(hf_model, "logit_bias", None)
         model = HookedCLIP(
             vision,
             text,
-            CLIPInfo(model_name=name, family="clip", d_proj=vision.cfg.d_proj),
-            logit_scale=float(hf_model.logit_scale.detach()),
+            CLIPInfo(model_name=name, family=family.name, d_proj=vision.cfg.d_proj),
+            logit_scale=float(hf_model.logit_scale.detach().reshape(())),
+            logit_bias=0.0 if bias is None else float(bias.detach().reshape(())),
             tokenizer=found_tok if tokenizer is None else tokenizer,
             image_processor=found_proc if image_processor is None else image_processor,
             hf_config=hf_model.config,
         ).eval()
         if model.image_processor is None:
-            model.image_processor = _default_processor(vision.cfg.image_size)
+            model.image_processor = family.default_processor(vision.cfg.image_size)
         model.image_mean = _saved_image_mean(local, vision.cfg.d_proj)
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
 
 
+def _is_open_clip(spec: Any) -> bool:
+    if isinstance(spec, str):
+        return spec.startswith("open_clip:")
+    return type(spec).__module__.split(".")[0] == "open_clip"
+
+
 def _hf_clip_from_spec(
     spec: Any, want_tokenizer: bool, want_processor: bool
 ) -> tuple[Any, str, Any, Any, Path | None]:
-    """``(CLIPModel, name, tokenizer or None, image processor or None, local directory or None)`` for
-    any accepted spec; the tokenizer and processor are looked for next to a checkpoint only when wanted."""
-    from transformers import CLIPModel, PreTrainedModel
+    """``(transformers model, name, tokenizer or None, image processor or None, local directory or
+    None)`` for any accepted spec; the tokenizer and processor are looked for next to a checkpoint
+    only when wanted."""
+    from transformers import PreTrainedModel
 
-    if isinstance(spec, CLIPModel):
-        return spec, getattr(spec.config, "_name_or_path", "") or "custom", None, None, None
     if isinstance(spec, PreTrainedModel):
-        raise ValueError(
-            f"load_clip takes a transformers CLIPModel, got {type(spec).__name__}; "
-            "SigLIP and OpenCLIP support is planned, see the README"
-        )
+        name = getattr(spec.config, "_name_or_path", "") or "custom"
+        family = hf_family(spec.config.model_type, name)
+        if not isinstance(spec, family.model_cls()):
+            raise ValueError(
+                f"load_clip takes a whole {family.model_class} (both towers), got {type(spec).__name__}; "
+                f"load it with {family.model_class}.from_pretrained(...)"
+            )
+        return spec, name, None, None, None
     if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"load_clip takes a name, a directory or a CLIPModel, got {type(spec).__name__}")
+        raise TypeError(
+            f"load_clip takes a name, a directory, a transformers CLIPModel/SiglipModel or an open_clip model, "
+            f"got {type(spec).__name__}"
+        )
     name = str(spec)
     if not name.strip():
-        raise ValueError("load_clip needs a model spec, got an empty string; try 'random:tiny'")
+        raise ValueError("load_clip needs a model spec, got an empty string; try 'toy' or 'random:tiny'")
     if name.startswith("random:"):
-        return _random_clip(name.split(":", 1)[1]), name, None, None, None
+        return _random_model(name.split(":", 1)[1]), name, None, None, None
     local = toy_checkpoint_dir() if name == "toy" else _local_checkpoint(name)
-    hf_model = _load_hf_clip(name, local)  # first: it rejects non-CLIP checkpoints
-    return (hf_model, name, *_tokenizer_and_processor(name, local, want_tokenizer, want_processor), local)
+    hf_model = _load_hf_model(name, local)  # first: it rejects unsupported checkpoints
+    family = hf_family(hf_model.config.model_type, name)
+    return (hf_model, name, *_tokenizer_and_processor(name, local, family, want_tokenizer, want_processor), local)
 
 
 IMAGE_MEAN_FILE = "image_mean.safetensors"
@@ -444,13 +515,49 @@ def _saved_image_mean(local: Path | None, d_proj: int) -> torch.Tensor | None:
     return mean
 
 
-def _load_hf_clip(name: str, local: Path | None) -> Any:
-    from transformers import AutoConfig, CLIPModel
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
-    config = _from_checkpoint(AutoConfig, name, local)
-    if config.model_type != "clip":
+
+def _load_hf_model(name: str, local: Path | None) -> Any:
+    """The transformers model of a supported family, with every weight read from the checkpoint.
+
+    A missing, truncated or incomplete weight file is a ``ValueError`` (transformers would fill a
+    missing tensor with random values and only log it); nothing is returned half-loaded.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = _from_checkpoint(AutoConfig, name, local)
+    except ValueError as err:  # config.json without a usable model_type
+        raise ValueError(f"{name!r}: its config.json is not a transformers model config ({err})") from None
+    family = hf_family(config.model_type, name)
+    where = str(local) if local is not None else f"the cached files of {name!r}"
+    if local is not None and not any((local / f).is_file() for f in WEIGHT_FILES):
         raise ValueError(
-            f"{name!r} is a {config.model_type!r} checkpoint; this release of load_clip supports 'clip' "
-            "(transformers CLIPModel) only"
+            f"{local} has a config.json but no weights (none of {', '.join(WEIGHT_FILES)}); copy the "
+            f"weight file next to it, or write the folder again with model.save_pretrained(DIR)"
         )
-    return _from_checkpoint(CLIPModel, name, local).eval()
+    try:
+        hf_model, info = _from_checkpoint_with_info(family, name, local)
+    except ModelNotAvailableError:
+        raise
+    except Exception as err:  # safetensors' own error type, torch's unpickling errors, OSError
+        raise ValueError(
+            f"cannot read the weights in {where}: {type(err).__name__}: {err}. The file is probably "
+            "truncated or corrupt (an interrupted download or copy); download or copy it again"
+        ) from None
+    problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+    if problems:
+        detail = "; ".join(f"{k.replace('_', ' ')}: {len(v)}, e.g. {v[:3]}" for k, v in problems.items())
+        raise ValueError(
+            f"the weights in {where} do not fit its config ({detail}); the weight file is incomplete or "
+            f"belongs to another model. Check config.json against the weights, or save the model again"
+        )
+    return hf_model.eval()
+
+
+def _from_checkpoint_with_info(family: HFFamily, name: str, local: Path | None) -> tuple[Any, dict[str, Any]]:
+    cls = family.model_cls()
+    if local is not None:
+        return cls.from_pretrained(local, output_loading_info=True)
+    return _from_hub(cls, name, output_loading_info=True)

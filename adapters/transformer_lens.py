@@ -25,6 +25,7 @@ causal attention, ``ln_final``, pooling at the end-of-text token, as in transfor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,9 +41,17 @@ try:  # TransformerLens 3.x and 4.x
 except ImportError:  # TransformerLens 2.x
     from transformer_lens.hook_points import HookedRootModule
 
-from sith_lens.adapters.components import LayerNorm, TransformerBlock
+from sith_lens.adapters.components import AttentionPool, LayerNorm, TransformerBlock
 
 Modality = Literal["vision", "text"]
+
+
+MAX_NORMALISED_PIXEL = 25.0
+"""Largest absolute pixel value the vision towers accept: normalised images stay within about 3
+(CLIP, mean 0.48 / std 0.27) or 1 (SigLIP); 0-255 values are a missed ``preprocess``."""
+
+POOLINGS = {"vision": ("cls", "avg", "map"), "text": ("eos", "argmax", "last", "first")}
+"""Accepted ``TowerConfig.pooling`` values per modality; the first is the default."""
 
 
 @dataclass
@@ -79,6 +88,24 @@ class TowerConfig:
     """Vision only: a learned CLS token at position 0, used for pooling."""
     has_ln_pre: bool = True
     """Vision only: a LayerNorm between the embeddings and the first block (``ln_pre``)."""
+    patch_bias: bool = False
+    """Vision only: the patch embedding has a bias ``embed.b_E`` (SigLIP)."""
+    pooling: str = ""
+    """How the tower pools its tokens into one embedding. Vision: ``"cls"`` (position 0, CLIP),
+    ``"avg"`` (mean of the patch tokens, some OpenCLIP models) or ``"map"`` (an attention-pooling
+    head, ``attn_pool``, SigLIP). Text: ``"eos"`` (the end-of-text token, CLIP), ``"argmax"`` (the
+    highest token id, OpenCLIP), ``"last"`` (the last position, SigLIP) or ``"first"``. Empty: the
+    CLIP default of the modality."""
+    proj_bias: bool = False
+    """The projection into the joint space has a bias ``b_proj`` (SigLIP's text head)."""
+    causal: bool = True
+    """Text only: causal attention (CLIP); SigLIP's text tower is bidirectional."""
+    mask_padding: bool = True
+    """Text only: ``HookedCLIP.encode_text`` passes the padding mask. SigLIP was trained attending
+    to its padding (transformers passes no mask either), so it is False there."""
+    pad_to_n_ctx: bool = False
+    """Text only: ``HookedCLIP.tokenize`` pads every text to ``n_ctx`` (SigLIP pools the last
+    position, so it must see the same padding as in training)."""
     d_vocab: int = 0
     """Text only: vocabulary size."""
     eos_token_id: int = 2
@@ -105,12 +132,17 @@ class TowerConfig:
         return self.image_size // self.patch_size if self.patch_size else 0
 
     def __post_init__(self) -> None:
-        if self.modality not in ("vision", "text"):
+        if self.modality not in POOLINGS:
             raise ValueError(f"modality must be 'vision' or 'text', got {self.modality!r}")
         if self.n_heads * self.d_head != self.d_model:
             raise ValueError(
                 f"n_heads * d_head must equal d_model, got {self.n_heads} * {self.d_head} != {self.d_model}"
             )
+        pools = POOLINGS[self.modality] if self.modality in POOLINGS else ()
+        if not self.pooling:
+            self.pooling = pools[0]
+        if self.pooling not in pools:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {pools} for a {self.modality} tower")
         if self.modality == "vision":
             if self.patch_size <= 0 or self.image_size % self.patch_size:
                 raise ValueError(
@@ -135,9 +167,23 @@ class HookedCLIPTower(HookedRootModule):
         cfg = self.cfg
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = LayerNorm(cfg.d_model, cfg.eps)
-        self.W_proj = nn.Parameter(torch.empty(cfg.d_model, cfg.d_proj))
-        nn.init.normal_(self.W_proj, std=cfg.d_model**-0.5)
+        if cfg.pooling == "map":
+            if cfg.d_proj != cfg.d_model:
+                raise ValueError(f"an attention-pooled tower embeds in d_model={cfg.d_model}, got d_proj={cfg.d_proj}")
+            self.attn_pool = AttentionPool(cfg)
+        else:
+            self.W_proj = nn.Parameter(torch.empty(cfg.d_model, cfg.d_proj))
+            nn.init.normal_(self.W_proj, std=cfg.d_model**-0.5)
+        if cfg.proj_bias:
+            self.b_proj = nn.Parameter(torch.zeros(cfg.d_proj))
         self.setup()
+
+    def __getattr__(self, name: str) -> Any:
+        # An attention-pooled tower (SigLIP) has no projection matrix: its linear read-out into the
+        # joint space is the pooling head's value-output map (see AttentionPool.W_VO).
+        if name == "W_proj" and self.__dict__.get("cfg") is not None and self.cfg.pooling == "map":
+            return self.attn_pool.W_VO
+        return super().__getattr__(name)
 
     # -- stacked weights, [n_layers, ...], as HookedTransformer exposes them ----------------------
     def _stack(self, module: str, name: str) -> Tensor:
@@ -230,15 +276,25 @@ class HookedCLIPTower(HookedRootModule):
             resid = block(resid, mask)
         return self.ln_final(resid)
 
+    @property
+    def joint_readout_is_exact(self) -> bool:
+        """True when ``W_proj`` is the tower's real projection (CLIP, OpenCLIP); False for an
+        attention-pooled tower, where it is the linear part of the pooling head."""
+        return self.cfg.pooling != "map"
+
     @staticmethod
     def _check_return_type(return_type: str | None) -> None:
         if return_type not in ("embed", "tokens", None):
             raise ValueError(f"return_type must be 'embed', 'tokens' or None, got {return_type!r}")
 
-    def _project_output(self, normalized: Tensor, pooled: Tensor, return_type: str | None) -> Tensor | None:
+    def _project_output(self, normalized: Tensor, pooled: Tensor | None, return_type: str | None) -> Tensor | None:
+        """``pooled`` is None for an attention-pooled tower, which pools in ``attn_pool``."""
         if return_type is None:
             return None
-        return (pooled if return_type == "embed" else normalized) @ self.W_proj
+        if self.cfg.pooling == "map":
+            return self.attn_pool(normalized) if return_type == "embed" else self.attn_pool.per_token(normalized)
+        out = (pooled if return_type == "embed" else normalized) @ self.W_proj
+        return out + self.b_proj if self.cfg.proj_bias else out
 
 
 class VisionEmbed(nn.Module):
@@ -253,6 +309,7 @@ class VisionEmbed(nn.Module):
         self.cfg = cfg
         patch_dim = cfg.n_channels * cfg.patch_size**2
         self.W_E = nn.Parameter(torch.randn(patch_dim, cfg.d_model) * patch_dim**-0.5)
+        self.b_E = nn.Parameter(torch.zeros(cfg.d_model)) if cfg.patch_bias else None
         self.cls_token = nn.Parameter(torch.randn(cfg.d_model) * 0.02) if cfg.has_cls_token else None
         self.W_pos = nn.Parameter(torch.randn(cfg.n_ctx, cfg.d_model) * 0.02)
         self.hook_patches = HookPoint()
@@ -264,6 +321,8 @@ class VisionEmbed(nn.Module):
         g, p = cfg.grid_size, cfg.patch_size
         patches = pixels.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c * p * p)
         tokens = patches.to(self.W_E.dtype) @ self.W_E
+        if self.b_E is not None:
+            tokens = tokens + self.b_E
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(b, 1, -1), tokens], dim=1)
         tokens = self.hook_patches(tokens)
@@ -301,6 +360,20 @@ class HookedCLIPVision(HookedCLIPTower):
                 f"pixels must have shape [batch, {self.cfg.n_channels}, {size}, {size}], got {list(pixels.shape)}; "
                 "use model.preprocess(images) to resize and normalise images"
             )
+        if not pixels.is_floating_point():
+            raise TypeError(
+                f"pixels must be floating point, got {pixels.dtype} (raw image values?); "
+                "use model.preprocess(images) to scale and normalise them"
+            )
+        if pixels.numel() and pixels.device.type != "meta":
+            peak = float(pixels.detach().abs().amax())
+            if not math.isfinite(peak):
+                raise ValueError("pixels hold NaN or infinite values; check the images and their preprocessing")
+            if peak > MAX_NORMALISED_PIXEL:
+                raise ValueError(
+                    f"pixels reach {peak:.4g}, but normalised pixels stay within a few units of 0; these look "
+                    "like raw 0-255 values. Use model.preprocess(images), which scales and normalises them"
+                )
 
     def forward(
         self,
@@ -321,7 +394,9 @@ class HookedCLIPVision(HookedCLIPTower):
         if self.ln_pre is not None:
             resid = self.ln_pre(resid)
         normalized = self._run_blocks(self.hook_embed(resid))
-        return self._project_output(normalized, normalized[:, 0], return_type)
+        pooling = self.cfg.pooling
+        pooled = normalized[:, 0] if pooling == "cls" else normalized[:, 1:].mean(1) if pooling == "avg" else None
+        return self._project_output(normalized, pooled, return_type)
 
 
 class HookedCLIPText(HookedCLIPTower):
@@ -356,10 +431,16 @@ class HookedCLIPText(HookedCLIPTower):
         return self.pos_embed.W_pos
 
     def pool_positions(self, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, " batch"]:
-        """Index of the end-of-text token that pools each sequence (transformers' rule)."""
-        if self.cfg.eos_token_id == 2:  # legacy OpenAI configs: EOT is the highest id
+        """Index of the token that pools each sequence, by ``cfg.pooling``: the end-of-text token
+        (transformers' rule: the highest id for legacy configs whose ``eos_token_id`` is 2), the
+        highest id, the last or the first position."""
+        pooling = self.cfg.pooling
+        if pooling == "argmax" or (pooling == "eos" and self.cfg.eos_token_id == 2):
             return tokens.argmax(dim=-1)
-        return (tokens == self.cfg.eos_token_id).int().argmax(dim=-1)
+        if pooling == "eos":
+            return (tokens == self.cfg.eos_token_id).int().argmax(dim=-1)
+        position = tokens.shape[1] - 1 if pooling == "last" else 0
+        return torch.full((tokens.shape[0],), position, dtype=torch.long, device=tokens.device)
 
     def _check_tokens(self, tokens: Tensor, attention_mask: Tensor | None) -> None:
         if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int32, torch.int64) or tokens.ndim != 2:
@@ -374,11 +455,15 @@ class HookedCLIPText(HookedCLIPTower):
                 f"attention_mask shape {list(attention_mask.shape)} does not match tokens {list(tokens.shape)}"
             )
 
-    def _mask(self, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
-        """Additive mask ``[batch, 1, pos, pos]``: causal, and padding keys hidden."""
+    def _mask(self, tokens: Tensor, attention_mask: Tensor | None) -> Tensor | None:
+        """Additive mask ``[batch, 1, pos, pos]``: causal (unless ``cfg.causal`` is off), and padding
+        keys hidden."""
+        if attention_mask is None and not self.cfg.causal:
+            return None
         n = tokens.shape[1]
         dtype = self.W_E.dtype
-        allowed = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()[None, None]
+        allowed = torch.ones(n, n, dtype=torch.bool, device=tokens.device)
+        allowed = (allowed.tril() if self.cfg.causal else allowed)[None, None]
         if attention_mask is not None:
             allowed = allowed & attention_mask.bool()[:, None, None, :]
         return torch.zeros(allowed.shape, dtype=dtype, device=tokens.device).masked_fill(

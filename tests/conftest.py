@@ -48,6 +48,42 @@ def make_hf_clip(
     return model
 
 
+def make_hf_siglip(
+    n_heads: int = 4,
+    d_head: int = 16,
+    patch: int = 8,
+    image: int = 32,
+    text_heads: int = 4,
+    text_d_head: int = 12,
+    n_ctx: int = 10,
+    act: str = "gelu_pytorch_tanh",
+    seed: int = 0,
+):
+    """A random transformers SiglipModel with the given shapes, in eval mode (LayerNorms and biases
+    perturbed, as in ``make_hf_clip``)."""
+    from transformers import SiglipConfig, SiglipModel
+
+    torch.manual_seed(seed)
+    width = n_heads * d_head
+    cfg = SiglipConfig(
+        vision_config=dict(
+            hidden_size=width, intermediate_size=2 * width, num_hidden_layers=3, num_attention_heads=n_heads,
+            image_size=image, patch_size=patch, hidden_act=act,
+        ),
+        text_config=dict(
+            hidden_size=text_heads * text_d_head, intermediate_size=80, num_hidden_layers=2,
+            num_attention_heads=text_heads, vocab_size=99, max_position_embeddings=n_ctx, hidden_act=act,
+            projection_size=width, bos_token_id=97, eos_token_id=98, pad_token_id=1,
+        ),
+    )
+    model = SiglipModel(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias") or "probe" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     """Concept-embedding caches go to a fresh folder per test, never to ~/.cache."""

@@ -158,7 +158,8 @@ def test_saved_directory_matches_transformers(tmp_path, act):
 
 def test_weight_maps_round_trip(hf_tiny, tiny):
     """Converting the hooked weights back gives transformers' state dict exactly (used by exports)."""
-    from sith_lens.adapters.hf_clip import axis_sizes, text_weight_maps, to_theirs, vision_weight_maps
+    from sith_lens.adapters.hf_clip import text_weight_maps, vision_weight_maps
+    from sith_lens.adapters.weight_maps import axis_sizes, to_theirs
 
     hf_state = hf_tiny.state_dict()
     for tower, maps in ((tiny.vision, vision_weight_maps(tiny.vision.cfg)), (tiny.text, text_weight_maps(tiny.text.cfg))):
