@@ -542,6 +542,11 @@ def _load_hf_model(name: str, local: Path | None) -> Any:
     except ModelNotAvailableError:
         raise
     except Exception as err:  # safetensors' own error type, torch's unpickling errors, OSError
+        if "mismatched" in str(err):
+            raise ValueError(
+                f"the weights in {where} have other shapes than its config.json says; the config was "
+                "edited or belongs to another model. Restore the config that came with the weights"
+            ) from None
         raise ValueError(
             f"cannot read the weights in {where}: {type(err).__name__}: {err}. The file is probably "
             "truncated or corrupt (an interrupted download or copy); download or copy it again"
