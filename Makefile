@@ -2,7 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test bench clean
+OPEN_CLIP_VENV ?= .venv-open-clip
+
+.PHONY: install demo test test-open-clip bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
@@ -22,6 +24,15 @@ test: install
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
+# OpenCLIP parity tests, in their own environment: open_clip needs torchvision, which brings a
+# CUDA build of torch (about 5.5 GB). SITH_LENS_REQUIRE_OPEN_CLIP=1 makes a missing open_clip fail.
+$(OPEN_CLIP_VENV)/.installed: pyproject.toml scripts/install.sh
+	TORCH_SPEC=none bash scripts/install.sh $(OPEN_CLIP_VENV) dev,open-clip
+	touch $@
+
+test-open-clip: $(OPEN_CLIP_VENV)/.installed
+	SITH_LENS_REQUIRE_OPEN_CLIP=1 $(OPEN_CLIP_VENV)/bin/python -m pytest -q tests/test_open_clip.py
+
 bench: install
 	$(PY) benchmarks/hooked_forward.py
 	$(PY) benchmarks/toy_clip_quality.py
@@ -32,4 +43,4 @@ bench: install
 	$(PY) benchmarks/compare_toy.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OPEN_CLIP_VENV) build *.egg-info

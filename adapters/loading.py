@@ -427,7 +427,7 @@ def load_clip(
     if isinstance(spec, HookedCLIP):
         model = spec
     elif _is_open_clip(spec):
-        from sith_lens.adapters.open_clip import load_open_clip
+        from sith_lens.adapters.openclip import load_open_clip
 
         model = load_open_clip(spec, tokenizer=tokenizer, image_processor=image_processor)
     else:

@@ -90,6 +90,9 @@ class TowerConfig:
     """Vision only: a LayerNorm between the embeddings and the first block (``ln_pre``)."""
     patch_bias: bool = False
     """Vision only: the patch embedding has a bias ``embed.b_E`` (SigLIP)."""
+    ln_after_pool: bool = False
+    """Vision only: ``ln_final`` normalises the pooled token, not every token before pooling
+    (OpenCLIP's ``final_ln_after_pool``, CLIPA). ``return_type="tokens"`` still normalises each token."""
     pooling: str = ""
     """How the tower pools its tokens into one embedding. Vision: ``"cls"`` (position 0, CLIP),
     ``"avg"`` (mean of the patch tokens, some OpenCLIP models) or ``"map"`` (an attention-pooling
@@ -271,10 +274,10 @@ class HookedCLIPTower(HookedRootModule):
         self.cfg.device = str(self.W_proj.device)
         return module
 
-    def _run_blocks(self, resid: Tensor, mask: Tensor | None = None) -> Tensor:
+    def _run_blocks(self, resid: Tensor, mask: Tensor | None = None, final_ln: bool = True) -> Tensor:
         for block in self.blocks:
             resid = block(resid, mask)
-        return self.ln_final(resid)
+        return self.ln_final(resid) if final_ln else resid
 
     @property
     def joint_readout_is_exact(self) -> bool:
@@ -393,10 +396,22 @@ class HookedCLIPVision(HookedCLIPTower):
         resid = self.embed(pixels)
         if self.ln_pre is not None:
             resid = self.ln_pre(resid)
-        normalized = self._run_blocks(self.hook_embed(resid))
-        pooling = self.cfg.pooling
-        pooled = normalized[:, 0] if pooling == "cls" else normalized[:, 1:].mean(1) if pooling == "avg" else None
-        return self._project_output(normalized, pooled, return_type)
+        if not self.cfg.ln_after_pool:
+            normalized = self._run_blocks(self.hook_embed(resid))
+            return self._project_output(normalized, self._pool(normalized), return_type)
+        # OpenCLIP's final_ln_after_pool: pool the residual stream, then normalise the pooled token
+        resid = self._run_blocks(self.hook_embed(resid), final_ln=False)
+        if return_type == "tokens":
+            return self._project_output(self.ln_final(resid), None, return_type)
+        return self._project_output(resid, self.ln_final(self._pool(resid)), return_type)
+
+    def _pool(self, x: Tensor) -> Tensor | None:
+        """The pooled token for ``cls`` / ``avg`` pooling; None for ``map`` (``attn_pool`` pools)."""
+        if self.cfg.pooling == "cls":
+            return x[:, 0]
+        if self.cfg.pooling == "avg":
+            return x[:, int(self.cfg.has_cls_token):].mean(1)
+        return None
 
 
 class HookedCLIPText(HookedCLIPTower):

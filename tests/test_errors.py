@@ -142,3 +142,12 @@ def test_over_long_text_is_truncated_with_a_warning_or_raises(toy):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # short texts: no warning
         toy.encode_text(["a red circle"])
+
+
+def test_open_clip_without_the_extra_says_how_to_install():
+    import importlib.util
+
+    if importlib.util.find_spec("open_clip") is not None:
+        pytest.skip("open_clip is installed here; this checks the main environment, which has no open_clip")
+    with pytest.raises(ImportError, match=r"pip install 'sith-lens\[open-clip\]'"):
+        sl.load_clip("open_clip:ViT-B-32")
