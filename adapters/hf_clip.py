@@ -8,27 +8,23 @@ from __future__ import annotations
 from typing import Any
 
 from sith_lens.adapters.transformer_lens import TowerConfig
-from sith_lens.adapters.weight_maps import WeightMap, ln_maps
+from sith_lens.adapters.weight_maps import WeightMap, ln_maps, mlp_maps, out_proj_maps
 
 
 def layer_maps(ours: str, theirs: str) -> list[WeightMap]:
+    """One encoder layer (``self_attn.{q,k,v,out}_proj``, ``layer_norm1/2``, ``mlp.fc1/fc2``)."""
     maps = []
     for x in "QKV":
         proj = f"{theirs}.self_attn.{x.lower()}_proj"
         maps.append(WeightMap(f"{ours}.attn.W_{x}", f"{proj}.weight", "(h e) d -> h d e"))
         maps.append(WeightMap(f"{ours}.attn.b_{x}", f"{proj}.bias", "(h e) -> h e"))
-    maps += [
-        WeightMap(f"{ours}.attn.W_O", f"{theirs}.self_attn.out_proj.weight", "d (h e) -> h e d"),
-        WeightMap(f"{ours}.attn.b_O", f"{theirs}.self_attn.out_proj.bias", None),
-        WeightMap(f"{ours}.mlp.W_in", f"{theirs}.mlp.fc1.weight", "m d -> d m"),
-        WeightMap(f"{ours}.mlp.b_in", f"{theirs}.mlp.fc1.bias", None),
-        WeightMap(f"{ours}.mlp.W_out", f"{theirs}.mlp.fc2.weight", "d m -> m d"),
-        WeightMap(f"{ours}.mlp.b_out", f"{theirs}.mlp.fc2.bias", None),
+    return [
+        *maps,
+        *out_proj_maps(f"{ours}.attn", f"{theirs}.self_attn.out_proj"),
+        *mlp_maps(f"{ours}.mlp", f"{theirs}.mlp.fc1", f"{theirs}.mlp.fc2"),
+        *ln_maps(f"{ours}.ln1", f"{theirs}.layer_norm1"),
+        *ln_maps(f"{ours}.ln2", f"{theirs}.layer_norm2"),
     ]
-    for i in (1, 2):
-        maps.append(WeightMap(f"{ours}.ln{i}.w", f"{theirs}.layer_norm{i}.weight", None))
-        maps.append(WeightMap(f"{ours}.ln{i}.b", f"{theirs}.layer_norm{i}.bias", None))
-    return maps
 
 
 def all_layer_maps(cfg: TowerConfig, prefix: str) -> list[WeightMap]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from sith_lens.adapters.hf_clip import all_layer_maps
 from sith_lens.adapters.transformer_lens import TowerConfig
-from sith_lens.adapters.weight_maps import WeightMap, fused_qkv_maps, ln_maps
+from sith_lens.adapters.weight_maps import WeightMap, fused_qkv_maps, ln_maps, mlp_maps, out_proj_maps
 
 
 def vision_weight_maps(cfg: TowerConfig, prefix: str = "vision_model.") -> list[WeightMap]:
@@ -34,13 +34,9 @@ def vision_weight_maps(cfg: TowerConfig, prefix: str = "vision_model.") -> list[
         *ln_maps("ln_final", f"{prefix}post_layernorm"),
         WeightMap("attn_pool.probe", f"{head}.probe", "1 1 d -> d"),
         *fused_qkv_maps("attn_pool.attn", f"{head}.attention.in_proj_weight", f"{head}.attention.in_proj_bias"),
-        WeightMap("attn_pool.attn.W_O", f"{head}.attention.out_proj.weight", "d (h e) -> h e d"),
-        WeightMap("attn_pool.attn.b_O", f"{head}.attention.out_proj.bias", None),
+        *out_proj_maps("attn_pool.attn", f"{head}.attention.out_proj"),
         *ln_maps("attn_pool.ln", f"{head}.layernorm"),
-        WeightMap("attn_pool.mlp.W_in", f"{head}.mlp.fc1.weight", "m d -> d m"),
-        WeightMap("attn_pool.mlp.b_in", f"{head}.mlp.fc1.bias", None),
-        WeightMap("attn_pool.mlp.W_out", f"{head}.mlp.fc2.weight", "d m -> m d"),
-        WeightMap("attn_pool.mlp.b_out", f"{head}.mlp.fc2.bias", None),
+        *mlp_maps("attn_pool.mlp", f"{head}.mlp.fc1", f"{head}.mlp.fc2"),
     ]
     return maps + all_layer_maps(cfg, prefix)
 

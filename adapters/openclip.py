@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from sith_lens.adapters.transformer_lens import TowerConfig
-from sith_lens.adapters.weight_maps import WeightMap, build_towers, fused_qkv_maps, ln_maps
+from sith_lens.adapters.weight_maps import WeightMap, build_towers, fused_qkv_maps, ln_maps, mlp_maps, out_proj_maps
 
 INSTALL_HINT = (
     "OpenCLIP support needs the optional extra: pip install 'sith-lens[open-clip]' (it pulls torchvision, "
@@ -197,14 +197,10 @@ def _block_maps(cfg: TowerConfig, prefix: str) -> list[WeightMap]:
         ours, theirs = f"blocks.{layer}", f"{prefix}resblocks.{layer}"
         maps += [
             *fused_qkv_maps(f"{ours}.attn", f"{theirs}.attn.in_proj_weight", f"{theirs}.attn.in_proj_bias"),
-            WeightMap(f"{ours}.attn.W_O", f"{theirs}.attn.out_proj.weight", "d (h e) -> h e d"),
-            WeightMap(f"{ours}.attn.b_O", f"{theirs}.attn.out_proj.bias", None),
+            *out_proj_maps(f"{ours}.attn", f"{theirs}.attn.out_proj"),
             *ln_maps(f"{ours}.ln1", f"{theirs}.ln_1"),
             *ln_maps(f"{ours}.ln2", f"{theirs}.ln_2"),
-            WeightMap(f"{ours}.mlp.W_in", f"{theirs}.mlp.c_fc.weight", "m d -> d m"),
-            WeightMap(f"{ours}.mlp.b_in", f"{theirs}.mlp.c_fc.bias", None),
-            WeightMap(f"{ours}.mlp.W_out", f"{theirs}.mlp.c_proj.weight", "d m -> m d"),
-            WeightMap(f"{ours}.mlp.b_out", f"{theirs}.mlp.c_proj.bias", None),
+            *mlp_maps(f"{ours}.mlp", f"{theirs}.mlp.c_fc", f"{theirs}.mlp.c_proj"),
         ]
     return maps
 

@@ -19,8 +19,14 @@ Vision tower, in the order the forward pass runs::
 so that is what enters the residual stream, and ``cache.decompose_resid()`` then sums exactly to
 the final residual. The vision tower has no ``hook_pos_embed`` for the same reason.
 
+A SigLIP vision tower has no CLS token and no ``ln_pre``, and pools with an attention head after
+``ln_final``: ``attn_pool.attn.hook_q/k/v/attn_scores/pattern/z/result``, ``attn_pool.hook_attn_out``,
+``attn_pool.ln.*``, ``attn_pool.mlp.*``, ``attn_pool.hook_mlp_out``, ``attn_pool.hook_out``
+(``components.AttentionPool``).
+
 Text tower: ``hook_embed`` (token embeddings) + ``hook_pos_embed`` = ``blocks.0.hook_resid_pre``,
-causal attention, ``ln_final``, pooling at the end-of-text token, as in transformers.
+causal attention (bidirectional for SigLIP), ``ln_final``, pooling at the end-of-text token (the
+last position for SigLIP), as in each family's reference implementation.
 """
 
 from __future__ import annotations

@@ -63,6 +63,24 @@ def fused_qkv_maps(ours: str, weight: str, bias: str | None) -> list[WeightMap]:
     return maps
 
 
+def mlp_maps(ours: str, fc_in: str, fc_out: str) -> list[WeightMap]:
+    """An ``MLP`` (``W_in``, ``b_in``, ``W_out``, ``b_out``) from two ``nn.Linear`` layers."""
+    return [
+        WeightMap(f"{ours}.W_in", f"{fc_in}.weight", "m d -> d m"),
+        WeightMap(f"{ours}.b_in", f"{fc_in}.bias", None),
+        WeightMap(f"{ours}.W_out", f"{fc_out}.weight", "d m -> m d"),
+        WeightMap(f"{ours}.b_out", f"{fc_out}.bias", None),
+    ]
+
+
+def out_proj_maps(ours: str, out_proj: str) -> list[WeightMap]:
+    """An ``Attention``'s ``W_O`` / ``b_O`` from its output ``nn.Linear``."""
+    return [
+        WeightMap(f"{ours}.W_O", f"{out_proj}.weight", "d (h e) -> h e d"),
+        WeightMap(f"{ours}.b_O", f"{out_proj}.bias", None),
+    ]
+
+
 def to_ours(state: dict[str, Tensor], maps: list[WeightMap], sizes: dict[str, int]) -> dict[str, Tensor]:
     """Convert a reference state dict to the hooked layout (only the tensors in ``maps``)."""
     missing = sorted({m.theirs for m in maps if m.theirs not in state})

@@ -103,6 +103,11 @@ def joint_readout(model: Any, centering: Centering = "auto", image_mean: Tensor 
     (the toy CLIP has one), else none; ``"image"`` requires a mean; ``"none"`` is strictly
     data-free.
 
+    For a tower without a CLS token (SigLIP), ``vision.W_proj`` is the attention-pooling head's
+    summed value-output map, the linear part of how a patch direction reaches the pooled
+    embedding (biases and the head's MLP left out); ``vision.joint_readout_is_exact`` is False
+    there. See "Supported models" in the README.
+
     Example:
         >>> ro = joint_readout(model, centering="none")
     """

@@ -39,11 +39,15 @@ def make_hf_clip(
             eos_token_id=eos_token_id,
         ),
     )
-    model = CLIPModel(cfg).eval()
-    # random init leaves LayerNorms at identity and biases at zero: perturb them so parity tests see them
+    return perturb_(CLIPModel(cfg).eval(), ("norm", "class_embedding"))
+
+
+def perturb_(model, name_parts: tuple[str, ...]):
+    """Random init leaves LayerNorms at identity and biases at zero: perturb them (and parameters
+    whose name contains one of ``name_parts``) so that parity tests see them. Returns ``model``."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias") or "class_embedding" in name:
+            if name.endswith("bias") or any(part in name for part in name_parts):
                 p.add_(0.1 * torch.randn_like(p))
     return model
 
@@ -76,12 +80,7 @@ def make_hf_siglip(
             projection_size=width, bos_token_id=97, eos_token_id=98, pad_token_id=1,
         ),
     )
-    model = SiglipModel(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("bias") or "probe" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model
+    return perturb_(SiglipModel(cfg).eval(), ("norm", "probe"))
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import sith_lens as sl
+from conftest import perturb_
 
 if os.environ.get("SITH_LENS_REQUIRE_OPEN_CLIP") == "1":
     import open_clip  # noqa: F401  (a failure here is the point)
@@ -40,12 +41,7 @@ def make_open_clip(seed: int = 0, custom_text: bool = False, perturb: bool = Tru
     torch.manual_seed(seed)
     cls = CustomTextCLIP if custom_text else CLIP
     model = cls(embed_dim=24, vision_cfg=vision, text_cfg=text, **overrides).eval()
-    if perturb:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "ln" in name or name.endswith("bias") or "gamma" in name or "class_embedding" in name:
-                    p.add_(0.1 * torch.randn_like(p))
-    return model
+    return perturb_(model, ("ln", "gamma", "class_embedding")) if perturb else model
 
 
 def token_ids(batch: int, n_ctx: int = 12, seed: int = 0) -> torch.Tensor:
