@@ -404,11 +404,13 @@ def load_clip(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> HookedCLIP:
-    """Load a CLIP model as a ``HookedCLIP`` with TransformerLens hooks on both towers.
+    """Load a CLIP-family model (CLIP, SigLIP, OpenCLIP) as a ``HookedCLIP`` with TransformerLens
+    hooks on both towers.
 
     Args:
-        spec: ``"random:tiny"``, a Hugging Face id, a local directory, a transformers
-            ``CLIPModel`` instance, or a ``HookedCLIP``.
+        spec: ``"toy"``, ``"random:tiny"``, a Hugging Face id, a local directory, a transformers
+            ``CLIPModel`` / ``SiglipModel`` instance, ``"open_clip:ARCH/PRETRAINED"`` or an open_clip
+            model, or a ``HookedCLIP`` (see the module docstring).
         tokenizer: overrides the tokenizer found next to the checkpoint (needed for instances).
         image_processor: overrides the image processor found next to the checkpoint.
         device: where to put the towers (default: where the weights are, CPU for files).
@@ -417,7 +419,9 @@ def load_clip(
     Raises:
         ModelNotAvailableError: the id is neither local nor cached and the hub is unreachable
             or offline mode is on; the message says how to make it available.
-        ValueError: the spec or checkpoint is not a supported CLIP model.
+        ValueError: the spec or checkpoint is not a supported model, or its weight files are
+            missing, corrupt or do not fit its config.
+        ImportError: an OpenCLIP spec without the ``[open-clip]`` extra installed.
 
     Example:
         >>> model = load_clip("random:tiny")

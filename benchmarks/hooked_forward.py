@@ -1,18 +1,19 @@
-"""Forward-pass speed of the hooked vision tower against transformers' CLIPVisionModel.
+"""Forward-pass speed of the hooked vision tower against transformers' own vision model.
 
-Both run the same random ViT-B/32 weights (224 px, 12 layers x 12 heads) on the same batch, in one
+Both run the same random weights (``--model vit-b-32``: CLIP ViT-B/32, 224 px, 12 layers x 12
+heads; ``--model siglip-b-16``: SigLIP ViT-B/16 with its MAP head) on the same batch, in one
 process, interleaved, so that machine noise hits both alike. Three timings:
 
-- transformers ``CLIPModel.get_image_features``, the baseline: ``CLIPModel.vision_model`` (a
-  ``CLIPVisionModel``) plus the visual projection, so that both sides produce the same embedding;
-  transformers' default attention backend (reported as ``hf_attention``);
+- transformers ``get_image_features``, the baseline: ``CLIPModel.vision_model`` plus the visual
+  projection (or ``SiglipModel.vision_model`` with its MAP head), so that both sides produce the
+  same embedding; transformers' default attention backend (reported as ``hf_attention``);
 - ``HookedCLIPVision.forward`` with no hooks attached;
 - ``HookedCLIPVision.run_with_cache`` (every hook cached, attention patterns materialised).
 
 The last line printed is JSON: ``{"ratio_no_hooks": ..., "ratio_with_cache": ..., ...}`` where a
 ratio is our median time over the baseline's. Target: ``ratio_no_hooks <= 1.15``.
 
-    python benchmarks/hooked_forward.py [--batch 16] [--repeats 7] [--device cpu]
+    python benchmarks/hooked_forward.py [--model vit-b-32|siglip-b-16] [--batch 16] [--repeats 7] [--device cpu]
 """
 
 from __future__ import annotations
@@ -37,18 +38,21 @@ def timed(fn, device: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="vit-b-32", choices=["vit-b-32", "vit-l-14", "siglip-b-16"],
+                        help="built-in random config (see load_clip's random: specs)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
     import sith_lens as sl
-    from sith_lens.adapters.loading import _random_clip
+    from sith_lens.adapters.loading import _random_model
 
-    hf = _random_clip("vit-b-32").to(args.device)
+    hf = _random_model(args.model).to(args.device)
     model = sl.load_clip(hf, device=args.device)
     torch.manual_seed(0)
-    pixels = torch.randn(args.batch, 3, 224, 224, device=args.device)
+    size = model.vision.cfg.image_size
+    pixels = torch.randn(args.batch, 3, size, size, device=args.device)
 
     with torch.inference_mode():
         # parity on this very batch, so that the timing compares like with like
@@ -77,6 +81,7 @@ def main() -> None:
         "transformers_ms": round(med["transformers"] * 1000, 1),
         "parity_rel_err": parity,
         "hf_attention": hf.config._attn_implementation,
+        "model": args.model,
         "batch": args.batch,
         "device": args.device,
         "torch": torch.__version__,

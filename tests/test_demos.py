@@ -24,3 +24,21 @@ def test_hooks_tour_reports_every_head_of_the_last_layers(tiny, pixels, capsys):
     assert all(0 <= r["cls_self_attn"] <= 1 for r in rows)
     tour.main(["--model", "random:tiny", "--last-layers", "1"])
     assert "L1H3" in capsys.readouterr().out
+
+
+def test_hooked_forward_benchmark_runs_for_siglip():
+    """The speed benchmark's last line is JSON with both ratios and a parity check (batch 1, one
+    repeat: this checks that the script runs, not the speed)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hooked_forward.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--model", "siglip-b-16", "--batch", "1", "--repeats", "1", "--device", "cpu"],
+        capture_output=True, text=True, check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["model"] == "siglip-b-16" and result["parity_rel_err"] < 1e-5
+    assert result["ratio_no_hooks"] > 0 and result["ratio_with_cache"] > 0

@@ -168,3 +168,21 @@ def test_save_pretrained_round_trips_through_siglip_model(tmp_path, hf_siglip, s
 
     pix = again.preprocess([Image.new("RGB", (50, 20), (255, 0, 0))])
     assert pix.shape == (1, 3, 32, 32) and float(pix.max()) == pytest.approx(1.0) and float(pix.min()) == pytest.approx(-1.0)
+
+
+def test_strings_are_padded_to_the_full_context_and_pads_attended_as_in_training(toy):
+    """SigLIP pools the last position, so tokenize pads every text to n_ctx, and encode_text passes
+    no padding mask (transformers' SiglipModel, as trained). A word-level HF tokenizer stands in for
+    SigLIP's SentencePiece one (whose files cannot be downloaded here)."""
+    hf = make_hf_siglip(n_ctx=10)
+    with torch.no_grad():
+        hf.text_model.embeddings.token_embedding.weight.data = torch.randn(len(toy.tokenizer), 48)
+    hf.config.text_config.vocab_size = len(toy.tokenizer)
+    model = sl.load_clip(hf, tokenizer=toy.tokenizer)
+    toks = model.tokenize(["a red circle", "a small blue striped square on the left"])
+    assert toks.input_ids.shape == (2, 10)
+    assert toks.attention_mask[0].tolist() == [1] * 5 + [0] * 5  # the mask still marks the real tokens
+    with torch.no_grad():
+        want = hf.get_text_features(input_ids=toks.input_ids).pooler_output
+        got = model.encode_text(["a red circle", "a small blue striped square on the left"])
+    assert rel_err(got, want) < RTOL
