@@ -292,6 +292,13 @@ def _create(arch: str, pretrained: str | None, name: str) -> tuple[nn.Module, An
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
         raise ValueError(f"unknown OpenCLIP architecture {arch!r}" + (f"; did you mean {close}?" if close else "; see open_clip.list_models()"))
     _check_config(open_clip.get_model_config(arch) if not arch.startswith("hf-hub:") else None, arch)
+    if pretrained is not None and not Path(pretrained).is_file() and not arch.startswith("hf-hub:"):
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if pretrained not in tags:
+            raise ValueError(
+                f"OpenCLIP {arch!r} has no pretrained weights tagged {pretrained!r}; its tags are {tags or 'none'}. "
+                "A checkpoint file is also accepted: 'open_clip:ARCH/path/to/checkpoint.pt'"
+            )
     try:
         with torch.random.fork_rng():  # random weights (no PRETRAINED) are seeded
             torch.manual_seed(0)

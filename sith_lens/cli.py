@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_attach_negative_values(list(argv)))
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotImplementedError) as err:
+    except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as err:
         print(f"sith-lens: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like

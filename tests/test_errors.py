@@ -151,3 +151,10 @@ def test_open_clip_without_the_extra_says_how_to_install():
         pytest.skip("open_clip is installed here; this checks the main environment, which has no open_clip")
     with pytest.raises(ImportError, match=r"pip install 'sith-lens\[open-clip\]'"):
         sl.load_clip("open_clip:ViT-B-32")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "sith_lens.cli", "info", "--model", "open_clip:ViT-B-32"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "sith-lens: error: OpenCLIP support needs the optional extra" in proc.stderr

@@ -136,6 +136,7 @@ def test_hooks_see_open_clip_internals():
         ("open_clip:ViT-B-322", ValueError, "did you mean"),
         ("open_clip:ViT-B-32//nonexistent/ckpt.pt", FileNotFoundError, "no OpenCLIP checkpoint file"),
         ("open_clip:coca_ViT-B-32", ValueError, "CoCa"),
+        ("open_clip:ViT-B-32/laion_typo", ValueError, "no pretrained weights tagged 'laion_typo'.*laion2b_s34b_b79k"),
         ("open_clip:RN50", ValueError, "ResNet tower"),
         ("open_clip:ViT-B-16-SigLIP", ValueError, "timm tower.*transformers checkpoint"),
     ],
