@@ -147,7 +147,7 @@ class TowerConfig:
             raise ValueError(
                 f"n_heads * d_head must equal d_model, got {self.n_heads} * {self.d_head} != {self.d_model}"
             )
-        pools = POOLINGS[self.modality] if self.modality in POOLINGS else ()
+        pools = POOLINGS[self.modality]
         if not self.pooling:
             self.pooling = pools[0]
         if self.pooling not in pools:

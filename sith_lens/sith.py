@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, NamedTuple, Sequence
 
@@ -125,6 +126,14 @@ def joint_readout(model: Any, centering: Centering = "auto", image_mean: Tensor 
     if mean is not None:
         mean = mean.detach().float().cpu()
         check_finite("image_mean", mean)
+    if not getattr(vision, "joint_readout_is_exact", True):
+        warnings.warn(
+            "this vision tower pools with an attention head (SigLIP): SITH reads directions into the joint "
+            "space through that head's value-output map, which leaves out its MLP and where it attends; "
+            "see 'Supported models' in the README",
+            UserWarning,
+            stacklevel=2,
+        )
     ln = vision.ln_final
     return JointReadout(
         ln.w.detach().float().cpu(), ln.b.detach().float().cpu(), float(ln.eps),

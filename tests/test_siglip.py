@@ -186,3 +186,22 @@ def test_strings_are_padded_to_the_full_context_and_pads_attended_as_in_training
         want = hf.get_text_features(input_ids=toks.input_ids).pooler_output
         got = model.encode_text(["a red circle", "a small blue striped square on the left"])
     assert rel_err(got, want) < RTOL
+
+
+def test_sith_runs_on_siglip_and_says_how_it_reads_out():
+    """No CLS token: the read-out goes through the MAP head's value-output map (documented, and
+    warned about); explanations, and an identity edit, work as for CLIP."""
+    model = sl.load_clip("random:siglip-tiny")
+    torch.manual_seed(0)
+    atoms = torch.nn.functional.normalize(torch.randn(40, model.cfg.d_proj), dim=-1)
+    concepts = sl.ConceptDictionary.from_embeddings([f"c{i}" for i in range(40)], atoms)
+    with pytest.warns(UserWarning, match="pools with an attention head"):
+        result = sl.explain_heads(model, concepts, k=3, progress=False)
+    cfg = model.vision.cfg
+    assert result.singular_values.shape == (cfg.n_layers, cfg.n_heads, cfg.d_head)
+    torch.testing.assert_close(model.vision.W_proj, torch.einsum(
+        "hde,hef->df", model.vision.attn_pool.attn.W_V, model.vision.attn_pool.attn.W_O))
+    edited = sl.edit_heads(model, result, torch.ones_like(result.singular_values))
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(edited.encode_image(pixels), model.encode_image(pixels), rtol=1e-5, atol=1e-5)
