@@ -33,6 +33,8 @@ class HFFamily:
     """The vision tower's weight-map table."""
     text_maps: Callable[[TowerConfig], list[WeightMap]]
     """The text tower's weight-map table."""
+    processor_kwargs: Callable[[int], dict[str, Any]]
+    """The image processor's size settings for a given image size (``default_processor``)."""
 
     def model_cls(self) -> Any:
         import transformers
@@ -44,20 +46,27 @@ class HFFamily:
         crops the centre, SigLIP resizes to a square (both normalise with their own statistics)."""
         import transformers
 
-        cls = getattr(transformers, self.processor_class)
-        if self.name == "siglip":
-            return cls(size={"height": image_size, "width": image_size})
-        return cls(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+        return getattr(transformers, self.processor_class)(**self.processor_kwargs(image_size))
 
     def maps(self, vision: TowerConfig, text: TowerConfig) -> tuple[list[WeightMap], list[WeightMap]]:
         return self.vision_maps(vision), self.text_maps(text)
 
 
+def resize_and_crop(size: int) -> dict[str, Any]:
+    """Image-processor settings: resize the short side to ``size``, then crop the centre square."""
+    return {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}
+
+
+def resize_to_square(size: int) -> dict[str, Any]:
+    """Image-processor settings: resize to a ``size`` square (no crop)."""
+    return {"size": {"height": size, "width": size}}
+
+
 HF_FAMILIES: dict[str, HFFamily] = {
     "clip": HFFamily("clip", "CLIPModel", "CLIPImageProcessorPil", hf_clip.tower_configs,
-                     hf_clip.vision_weight_maps, hf_clip.text_weight_maps),
+                     hf_clip.vision_weight_maps, hf_clip.text_weight_maps, resize_and_crop),
     "siglip": HFFamily("siglip", "SiglipModel", "SiglipImageProcessorPil", hf_siglip.tower_configs,
-                       hf_siglip.vision_weight_maps, hf_siglip.text_weight_maps),
+                       hf_siglip.vision_weight_maps, hf_siglip.text_weight_maps, resize_to_square),
 }
 
 # model_types users reach for that are not (yet) supported, with what to do instead

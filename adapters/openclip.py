@@ -253,13 +253,15 @@ def preprocessing(model: nn.Module, image_size: int) -> Any:
     short side (bicubic), crop the centre, normalise with the model's mean and std."""
     from transformers import CLIPImageProcessorPil
 
+    from sith_lens.adapters.families import resize_and_crop, resize_to_square
+
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     kwargs: dict[str, Any] = {}
     if "mean" in cfg:
         kwargs.update(image_mean=list(cfg["mean"]), image_std=list(cfg["std"]))
     if cfg.get("resize_mode", "shortest") == "squash":
-        return CLIPImageProcessorPil(size={"height": image_size, "width": image_size}, do_center_crop=False, **kwargs)
-    return CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}, **kwargs)
+        return CLIPImageProcessorPil(**resize_to_square(image_size), do_center_crop=False, **kwargs)
+    return CLIPImageProcessorPil(**resize_and_crop(image_size), **kwargs)
 
 
 def _check_config(config: dict[str, Any] | None, arch: str) -> None:
