@@ -163,7 +163,6 @@ class HookedCLIP(nn.Module):
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError("tokenize needs a non-empty list of strings")
         cfg = self.text.cfg
-        self._check_length(texts, truncate)
         enc = self.tokenizer(
             texts, padding="max_length" if cfg.pad_to_n_ctx else True, truncation=True, max_length=cfg.n_ctx,
             return_tensors="pt",
@@ -173,17 +172,23 @@ class HookedCLIP(nn.Module):
         if mask is None:  # SigLIP's tokenizer returns ids only
             pad = getattr(self.tokenizer, "pad_token_id", None)
             mask = torch.ones_like(ids) if pad is None else (ids != pad).long()
+        # only a text that fills the whole context can have been cut: tokenise those again, uncut
+        full = [texts[i] for i in (mask.sum(1) >= cfg.n_ctx).nonzero().flatten().tolist()]
+        if full:
+            self._check_length(full, len(texts), truncate)
         device = self.text.W_E.device
         return TextTokens(ids.to(device), mask.to(device))
 
-    def _check_length(self, texts: list[str], truncate: bool) -> None:
+    def _check_length(self, texts: list[str], n_texts: int, truncate: bool) -> None:
+        """Warn about (or, without ``truncate``, refuse) the ``texts`` longer than the context;
+        ``n_texts`` is how many texts the caller tokenised in all."""
         n_ctx = self.text.cfg.n_ctx
         lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
         too_long = [i for i, n in enumerate(lengths) if n > n_ctx]
         if not too_long:
             return
         msg = (
-            f"{len(too_long)} of {len(texts)} texts are longer than the {n_ctx}-token context "
+            f"{len(too_long)} of {n_texts} texts are longer than the {n_ctx}-token context "
             f"(the longest has {max(lengths)} tokens), e.g. {texts[too_long[0]][:60]!r}"
         )
         if not truncate:
@@ -351,9 +356,9 @@ def _from_hub(cls: Any, spec: str, **kwargs: Any) -> Any:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
-def _from_checkpoint(cls: Any, name: str, local: Path | None) -> Any:
+def _from_checkpoint(cls: Any, name: str, local: Path | None, **kwargs: Any) -> Any:
     """``cls.from_pretrained`` from the local directory, or from the hub id through ``_from_hub``."""
-    return cls.from_pretrained(local) if local is not None else _from_hub(cls, name)
+    return cls.from_pretrained(local, **kwargs) if local is not None else _from_hub(cls, name, **kwargs)
 
 
 def _tokenizer_and_processor(
@@ -542,7 +547,7 @@ def _load_hf_model(name: str, local: Path | None) -> Any:
             f"weight file next to it, or write the folder again with model.save_pretrained(DIR)"
         )
     try:
-        hf_model, info = _from_checkpoint_with_info(family, name, local)
+        hf_model, info = _from_checkpoint(family.model_cls(), name, local, output_loading_info=True)
     except ModelNotAvailableError:
         raise
     except Exception as err:  # safetensors' own error type, torch's unpickling errors, OSError
@@ -564,9 +569,3 @@ def _load_hf_model(name: str, local: Path | None) -> Any:
         )
     return hf_model.eval()
 
-
-def _from_checkpoint_with_info(family: HFFamily, name: str, local: Path | None) -> tuple[Any, dict[str, Any]]:
-    cls = family.model_cls()
-    if local is not None:
-        return cls.from_pretrained(local, output_loading_info=True)
-    return _from_hub(cls, name, output_loading_info=True)

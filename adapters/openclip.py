@@ -284,17 +284,20 @@ def _check_config(config: dict[str, Any] | None, arch: str) -> None:
 
 def _create(arch: str, pretrained: str | None, name: str) -> tuple[nn.Module, Any]:
     open_clip = import_open_clip()
-    if pretrained is not None and ("/" in pretrained or os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))):
+    if not arch.startswith("hf-hub:"):
+        models = open_clip.list_models()
+        if arch not in models:
+            import difflib
+
+            close = difflib.get_close_matches(arch, models, n=3)
+            raise ValueError(f"unknown OpenCLIP architecture {arch!r}" + (f"; did you mean {close}?" if close else "; see open_clip.list_models()"))
+        _check_config(open_clip.get_model_config(arch), arch)
+    is_file = pretrained is not None and (os.sep in pretrained or "/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors")))
+    if is_file:
         if not Path(pretrained).expanduser().is_file():
             raise FileNotFoundError(f"{name!r}: no OpenCLIP checkpoint file at {pretrained!r}")
         pretrained = str(Path(pretrained).expanduser())
-    if not arch.startswith("hf-hub:") and arch not in open_clip.list_models():
-        import difflib
-
-        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
-        raise ValueError(f"unknown OpenCLIP architecture {arch!r}" + (f"; did you mean {close}?" if close else "; see open_clip.list_models()"))
-    _check_config(open_clip.get_model_config(arch) if not arch.startswith("hf-hub:") else None, arch)
-    if pretrained is not None and not Path(pretrained).is_file() and not arch.startswith("hf-hub:"):
+    elif pretrained is not None:
         tags = open_clip.list_pretrained_tags_by_model(arch)
         if pretrained not in tags:
             raise ValueError(
@@ -306,13 +309,18 @@ def _create(arch: str, pretrained: str | None, name: str) -> tuple[nn.Module, An
             torch.manual_seed(0)
             model = open_clip.create_model(arch, pretrained=pretrained)
     except Exception as err:
+        if pretrained is None:
+            raise
+        if is_file:
+            raise ValueError(
+                f"cannot read the OpenCLIP checkpoint {pretrained!r} as weights of {arch!r} ({type(err).__name__}: "
+                f"{err}); the file is corrupt or belongs to another architecture"
+            ) from None
         from sith_lens.adapters.loading import ModelNotAvailableError
 
-        if pretrained is None or isinstance(err, (KeyError, ValueError)) and "pretrained" not in str(err).lower():
-            raise
         raise ModelNotAvailableError(
-            f"cannot load OpenCLIP weights {name!r} ({type(err).__name__}: {err}). They are neither a local file "
-            "nor in the cache, and the hub cannot be reached; download them on a machine with network access "
+            f"cannot load OpenCLIP weights {name!r} ({type(err).__name__}: {err}). They are not in the cache, "
+            "and the hub cannot be reached; download them on a machine with network access "
             "(open_clip.create_model(ARCH, pretrained=TAG)) and pass the checkpoint file: "
             "'open_clip:ARCH/path/to/open_clip_model.safetensors'"
         ) from None

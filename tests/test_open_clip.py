@@ -162,6 +162,13 @@ def test_local_checkpoint_file(tmp_path):
         assert rel_err(model.encode_image(pixels), arch_model.eval().encode_image(pixels)) < RTOL
 
 
+def test_corrupt_local_checkpoint_file(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="(?s)cannot read the OpenCLIP checkpoint.*corrupt or belongs to another architecture"):
+        sl.load_clip(f"open_clip:ViT-B-32/{path}")
+
+
 def test_export_is_refused_clearly():
     model = sl.load_clip(make_open_clip())
     with pytest.raises(ValueError, match="'open_clip' model has no transformers layout"):
