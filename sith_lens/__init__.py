@@ -13,6 +13,10 @@ Example:
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
@@ -49,6 +53,14 @@ _LAZY = {
     "group_robustness": "sith_lens.zeroshot",
     "zero_shot_weights": "sith_lens.zeroshot",
     "read_groups_csv": "sith_lens.zeroshot",
+    "collect_toy_activations": "sith_lens.lucid.collect",
+    "collect_pairs": "sith_lens.lucid.collect",
+    "PairedActivations": "sith_lens.lucid.data",
+    "LucidSAE": "sith_lens.adapters.sae_lens",
+    "LucidSAEConfig": "sith_lens.adapters.sae_lens",
+    "TrainingLucidSAEConfig": "sith_lens.adapters.sae_lens",
+    "train_lucid": "sith_lens.adapters.sae_lens",
+    "load_lucid": "sith_lens.adapters.sae_lens",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -64,3 +76,46 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+# -- LUCID's SAELens registration --------------------------------------------------------------------
+# SAELens takes seconds to import, so ``import sith_lens`` does not import it. Registration of the
+# "lucid" architecture happens the moment sae_lens is imported (at once if it already is).
+
+
+def _register_lucid() -> None:
+    # lucid_sae registers LucidSAE when it finishes, then imports lucid_training, which registers
+    # the training class. If lucid_sae is being imported right now (it imported sae_lens), it is
+    # left to finish that itself.
+    if "sith_lens.adapters.lucid_sae" in sys.modules:
+        return
+    try:
+        importlib.import_module("sith_lens.adapters.lucid_sae")
+    except Exception as err:  # never break the user's own import of sae_lens
+        warnings.warn(f"sith_lens could not register LUCID with SAELens: {err}", RuntimeWarning, stacklevel=2)
+
+
+class _AfterSAELensImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself; wraps sae_lens's loader so that LUCID registers after it runs."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "sae_lens":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module: Any) -> None:
+            exec_module(module)
+            _register_lucid()
+
+        spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]
+        return spec
+
+
+if "sae_lens" in sys.modules:
+    _register_lucid()
+elif not any(isinstance(f, _AfterSAELensImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterSAELensImport())

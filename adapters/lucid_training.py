@@ -1,0 +1,328 @@
+"""Training LUCID with SAELens: ``TrainingLucidSAE`` (training architecture ``"lucid"``) and
+``LucidTrainer``, an ``SAETrainer`` that feeds paired batches.
+
+SAELens's own trainer streams unpaired ``[batch, d_in]`` activations; LUCID's transport loss needs
+to know which patches and tokens come from the same image and caption. ``LucidTrainer`` keeps
+SAETrainer's loop, optimiser, learning-rate and coefficient schedules, dead-latent tracking,
+checkpoints (``cfg.json`` + ``sae_weights.safetensors`` + ``trainer_state.pt``) and resume, and
+replaces only the step: it takes a ``PairedBatch``, keeps decoder rows at unit norm, and counts
+firing over patch and token rows.
+
+Example:
+    >>> acts = collect_toy_activations(sl.load_clip("toy"), n_pairs=4096)
+    >>> sae = train_lucid(acts, TrainingLucidSAEConfig(d_in=128, d_sae=1024, n_private_vision=128,
+    ...                                                n_private_text=128), steps=2000, out_dir="runs/lucid")
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from sae_lens import SAETrainer, TrainingSAE, TrainingSAEConfig
+from sae_lens.config import SAETrainerConfig
+from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput, TrainStepOutput
+
+from sith_lens.atomic import atomic_directory
+from sith_lens.lucid.data import PairedActivations, PairedBatch
+from sith_lens.lucid.sparse import MODALITIES, auxk_loss, fvu, normalize_rows_, remove_parallel_gradient
+from sith_lens.lucid.transport import GCMTConfig, gcmt_loss, guidance_prior
+
+from .lucid_sae import ARCHITECTURE, LucidSAE, LucidSAEConfig, LucidWeights, check_lucid_shape, register_in
+
+
+@dataclass(kw_only=True)
+class TrainingLucidSAEConfig(TrainingSAEConfig):
+    """A LUCID SAE's shape plus its training losses. Defaults are our choices (lucid_spec.md §3.3 [R])."""
+
+    n_private_vision: int = 0
+    n_private_text: int = 0
+    k_shared: int = 16
+    k_private: int = 4
+    #: No decoder-norm heuristic: LUCID keeps decoder rows at unit norm throughout.
+    decoder_init_norm: float | None = None
+    #: AuxK: the top ``k_aux`` dead latents reconstruct the residual, weighted by this.
+    k_aux: int = 256
+    aux_loss_coefficient: float = 1 / 32
+    #: Weight of the GCMT transport loss, warmed up linearly from 0 over ``ot_warm_up_steps``
+    #: (-1: the first 10 % of the run).
+    ot_coefficient: float = 0.5
+    ot_warm_up_steps: int = -1
+    #: GCMT settings (``sith_lens.lucid.transport.GCMTConfig``).
+    ot_eps: float = GCMTConfig.eps
+    ot_iterations: int = GCMTConfig.n_iter
+    ot_context_weight: float = GCMTConfig.context_weight
+    ot_context_temperature: float = GCMTConfig.context_temperature
+    ot_grid_sigma: float = GCMTConfig.grid_sigma
+    ot_negatives: int = GCMTConfig.n_negatives
+    ot_nce_temperature: float = GCMTConfig.nce_temperature
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_lucid_shape(self)
+        if self.ot_coefficient < 0 or self.aux_loss_coefficient < 0 or self.k_aux < 1:
+            raise ValueError("ot_coefficient and aux_loss_coefficient must be >= 0 and k_aux >= 1")
+        self.gcmt()  # validates the OT settings
+
+    @classmethod
+    def architecture(cls) -> str:
+        return ARCHITECTURE
+
+    @property
+    def n_shared(self) -> int:
+        return self.d_sae - self.n_private_vision - self.n_private_text
+
+    def gcmt(self) -> GCMTConfig:
+        """The transport settings as a GCMTConfig."""
+        return GCMTConfig(
+            eps=self.ot_eps, n_iter=self.ot_iterations, context_weight=self.ot_context_weight,
+            context_temperature=self.ot_context_temperature, grid_sigma=self.ot_grid_sigma,
+            n_negatives=self.ot_negatives, nce_temperature=self.ot_nce_temperature,
+        )
+
+    def get_inference_config_class(self) -> type[LucidSAEConfig]:
+        return LucidSAEConfig
+
+
+class TrainingLucidSAE(LucidWeights, TrainingSAE[TrainingLucidSAEConfig]):
+    """LUCID with its training losses: per-modality FVU, GCMT on the shared codes of each pair,
+    and AuxK per modality. ``training_forward_pass`` takes a ``PairedBatch`` as ``sae_in``."""
+
+    def __init__(self, cfg: TrainingLucidSAEConfig, use_error_term: bool = False):
+        super().__init__(cfg, use_error_term)
+
+    def initialize_weights(self) -> None:
+        self._init_lucid_weights()
+
+    def get_activation_fn(self):
+        return torch.nn.Identity()
+
+    def get_coefficients(self) -> dict[str, float | TrainCoefficientConfig]:
+        return {
+            "ot": TrainCoefficientConfig(self.cfg.ot_coefficient, max(self.cfg.ot_warm_up_steps, 0)),
+            "aux": self.cfg.aux_loss_coefficient,
+        }
+
+    def encode_with_hidden_pre(self, x: torch.Tensor, modality: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if modality is None:
+            raise ValueError("a LUCID SAE serves two modalities; pass modality='vision' or 'text'")
+        return self.encode_normalized(x, modality, self)
+
+    def encode(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        return self.encode_with_hidden_pre(x, modality)[0]
+
+    def decode(self, feature_acts: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        if modality is None:
+            raise ValueError("a LUCID SAE serves two modalities; pass modality='vision' or 'text'")
+        return self.decode_normalized(feature_acts, modality, self)
+
+    def calculate_aux_loss(self, step_input, feature_acts, hidden_pre, sae_out):
+        raise TypeError("LUCID computes its auxiliary losses per modality inside training_forward_pass")
+
+    @torch.no_grad()
+    def initialize_from_data(self, acts: PairedActivations, max_rows: int = 100_000) -> None:
+        """Set each modality's scale (centred inputs get mean squared norm 1) and centre (``b_dec``)
+        from the data, on at most ``max_rows`` rows per modality."""
+        rows = {"vision": acts.patches.reshape(-1, acts.d_in), "text": acts.tokens[acts.token_mask]}
+        for modality, x in rows.items():
+            x = x[torch.linspace(0, len(x) - 1, min(len(x), max_rows)).long()].to(self.W_dec)
+            mean = x.mean(0)
+            scale = (x - mean).pow(2).sum(-1).mean().sqrt().clamp_min(1e-6)
+            getattr(self, f"scale_{modality}").copy_(scale)
+            getattr(self, f"b_dec_{modality}").copy_(mean / scale)
+
+    def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+        batch = step_input.sae_in
+        if not isinstance(batch, PairedBatch):
+            raise TypeError(
+                "TrainingLucidSAE trains on paired batches (sith_lens.lucid.PairedBatch), not on a plain "
+                "activation tensor; train it with sith_lens' LucidTrainer / train_lucid"
+            )
+        cfg = self.cfg
+        coefficients = step_input.coefficients
+        dead = step_input.dead_neuron_mask
+        inputs = {"vision": batch.patch_rows, "text": batch.token_rows}
+        codes, pres, recons, losses = {}, {}, {}, {}
+        aux = batch.patches.new_zeros(())
+        for modality in MODALITIES:
+            x = inputs[modality]
+            codes[modality], pres[modality] = self.encode_normalized(x, modality, self)
+            recons[modality] = self.decode_normalized(codes[modality], modality, self)
+            losses[f"fvu_{modality}"] = fvu(x, recons[modality])
+            if dead is not None and coefficients.get("aux", 0) > 0:
+                visible = self.visible(modality)
+                scale = getattr(self, f"scale_{modality}")
+                residual = ((x - recons[modality]) / scale).detach()
+                aux = aux + auxk_loss(residual, pres[modality][:, visible], dead[visible], self.W_dec[visible], cfg.k_aux)
+        losses["aux"] = coefficients.get("aux", 0) * aux
+        metrics: dict[str, Any] = {}
+        losses["gcmt"] = batch.patches.new_zeros(())
+        if coefficients.get("ot", 0) > 0:
+            out = self.gcmt_terms(batch, codes["vision"], codes["text"], step_input.n_training_steps)
+            losses["gcmt"] = coefficients["ot"] * out.loss
+            metrics.update(ot_matched_distance=out.matched_distance.detach(), ot_marginal_error=out.marginal_error)
+        return TrainStepOutput(
+            sae_in=torch.cat([inputs["vision"], inputs["text"]]),
+            sae_out=torch.cat([recons["vision"], recons["text"]]),
+            feature_acts=torch.cat([codes["vision"], codes["text"]]),
+            hidden_pre=torch.cat([pres["vision"], pres["text"]]),
+            loss=sum(losses.values()),
+            losses=losses,
+            metrics=metrics,
+        )
+
+    def gcmt_terms(self, batch: PairedBatch, patch_codes: torch.Tensor, token_codes: torch.Tensor, step: int = 0):
+        """The GCMT loss of a batch from the codes of its patch rows and token rows; the negatives
+        drawn depend only on ``step``, so a resumed run draws the same ones."""
+        n_shared = self.cfg.n_shared
+        b, n, _ = batch.patches.shape
+        zp = patch_codes[:, :n_shared].reshape(b, n, n_shared)
+        zt = token_codes.new_zeros(*batch.token_mask.shape, n_shared)
+        zt[batch.token_mask] = token_codes[:, :n_shared]
+        gcfg = self.cfg.gcmt()
+        with torch.no_grad():
+            log_prior = guidance_prior(batch.patches, batch.tokens, batch.grid, gcfg)
+        generator = torch.Generator().manual_seed(step)
+        return gcmt_loss(zp, zt, batch.token_weights, log_prior, batch.grid, gcfg, generator)
+
+    def to_inference(self) -> LucidSAE:
+        """The trained weights as an inference ``LucidSAE``."""
+        cfg = LucidSAEConfig.from_dict(self.cfg.get_inference_sae_cfg_dict())
+        sae = LucidSAE(cfg)
+        sae.load_state_dict(self.state_dict())
+        return sae
+
+
+class LucidTrainer(SAETrainer):
+    """SAELens's SAETrainer with a LUCID step: paired batches, unit-norm decoder rows, firing
+    counted over patch and token rows. ``data_provider`` yields ``PairedBatch`` objects."""
+
+    def step(self, batch: PairedBatch) -> TrainStepOutput:  # type: ignore[override]
+        sae = self.sae
+        batch = batch.to(sae.device)
+        self.n_training_samples += len(batch)
+        sae.train()
+        with self.autocast_if_enabled:
+            out = sae.training_forward_pass(TrainStepInput(
+                sae_in=batch,  # type: ignore[arg-type]
+                coefficients=self.get_coefficients(),
+                dead_neuron_mask=self.dead_neurons,
+                n_training_steps=self.n_training_steps,
+                is_logging_step=self._is_logging_step(),
+            ))
+        with torch.no_grad():
+            firing = out.feature_acts != 0
+            self.n_forward_passes_since_fired += 1
+            self.n_forward_passes_since_fired[firing.any(0)] = 0
+            self.act_freq_scores += firing.float().sum(0)
+            self.n_frac_active_samples += firing.shape[0]
+        out.loss.backward()
+        remove_parallel_gradient(sae.W_dec)
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        self.optimizer.step()
+        normalize_rows_(sae.W_dec)
+        self.optimizer.zero_grad()
+        self.lr_scheduler.step()
+        for scheduler in self.coefficient_schedulers.values():
+            scheduler.step()
+        return out
+
+
+def train_lucid(
+    acts: PairedActivations,
+    sae_cfg: TrainingLucidSAEConfig,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    n_checkpoints: int = 0,
+    resume_from: str | os.PathLike | None = None,
+    dead_feature_window: int = 200,
+    device: str = "cpu",
+    progress: bool = True,
+) -> LucidSAE:
+    """Train a LUCID SAE on paired activations; seeded and resumable.
+
+    Args:
+        acts: from ``collect_toy_activations`` / ``collect_pairs`` (or ``PairedActivations.load``).
+        sae_cfg: the SAE's shape and losses; ``d_in`` must match ``acts``.
+        steps: optimiser steps of ``batch_size`` image-caption pairs each.
+        out_dir: where ``final/`` (the inference SAE, SAELens format) and ``checkpoints/`` go.
+        n_checkpoints: evenly spaced checkpoints under ``out_dir/checkpoints`` (each resumable).
+        resume_from: a checkpoint folder to continue from (same settings, same ``acts``).
+        dead_feature_window: steps without firing after which a latent counts as dead (AuxK).
+
+    Returns:
+        The trained inference ``LucidSAE`` (also saved to ``out_dir/final``).
+
+    Example:
+        >>> sae = train_lucid(acts, TrainingLucidSAEConfig(d_in=acts.d_in, d_sae=512), steps=500)
+    """
+    if sae_cfg.d_in != acts.d_in:
+        raise ValueError(f"sae_cfg.d_in={sae_cfg.d_in} but the activations have width {acts.d_in}")
+    if steps < 1 or batch_size < 2:
+        raise ValueError(f"need steps >= 1 and batch_size >= 2 (pairs per step), got {steps}, {batch_size}")
+    if n_checkpoints and out_dir is None:
+        raise ValueError("n_checkpoints needs an out_dir to write them to")
+    if sae_cfg.ot_warm_up_steps < 0:
+        sae_cfg = replace(sae_cfg, ot_warm_up_steps=math.ceil(0.1 * steps))
+    sae_cfg = replace(sae_cfg, device=device)
+    for key in ("model_name", "hook_name_vision", "hook_name_text", "source"):
+        if key in acts.metadata and key not in sae_cfg.metadata:
+            sae_cfg.metadata[key] = acts.metadata[key]
+    sae_cfg.metadata["grid"] = acts.grid
+    torch.manual_seed(seed)
+    sae = TrainingLucidSAE(sae_cfg)
+    sae.initialize_from_data(acts)
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=lr,
+        lr_scheduler_name="cosineannealing", lr_warm_up_steps=max(1, steps // 20), lr_end=lr / 10,
+        device=device, dead_feature_window=dead_feature_window, feature_sampling_window=max(1, steps),
+        n_checkpoints=n_checkpoints, checkpoint_path=str(Path(out_dir) / "checkpoints") if out_dir else None,
+    )
+    trainer = LucidTrainer(cfg=trainer_cfg, sae=sae, data_provider=iter(()))
+    if resume_from is not None:
+        resume_from = Path(resume_from)
+        sae.load_weights_from_checkpoint(resume_from)
+        trainer.load_trainer_state(resume_from)
+        # SAETrainer saves a checkpoint before counting the step it just took
+        trainer.n_training_steps = trainer.n_training_samples // batch_size
+        trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
+    trainer.data_provider = acts.batches(batch_size, seed, start=trainer.n_training_steps)
+    with _progress_bar(progress):
+        trainer.fit()
+    final = sae.to_inference()
+    if out_dir is not None:
+        with atomic_directory(Path(out_dir) / "final") as tmp:
+            final.save_model(tmp)
+    return final
+
+
+@contextmanager
+def _progress_bar(show: bool) -> Iterator[None]:
+    """SAETrainer.fit always draws a tqdm bar; hide it when ``show`` is False."""
+    from sae_lens.training import sae_trainer
+
+    original = sae_trainer.tqdm
+    if not show:
+        sae_trainer.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        sae_trainer.tqdm = original
+
+
+def register_training() -> None:
+    """Register ``TrainingLucidSAE`` with SAELens (idempotent)."""
+    register_in(SAE_TRAINING_CLASS_REGISTRY, (TrainingLucidSAE, TrainingLucidSAEConfig))
+
+
+register_training()

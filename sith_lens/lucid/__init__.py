@@ -1,0 +1,10 @@
+"""LUCID: a unified vision-language sparse autoencoder, torch-only maths and data.
+
+- ``sparse``: block Top-K codes, FVU, AuxK, the unit-norm decoder constraint;
+- ``transport``: GCMT, the guided optimal-transport loss between patch and token codes (POT);
+- ``terms``: caption tokens as terms, and their transport weights;
+- ``data`` / ``collect``: paired activations of a HookedCLIP, stored and served in seeded batches.
+
+The SAELens classes (``LucidSAE``, ``TrainingLucidSAE``, ``train_lucid``) live in
+``sith_lens.adapters.sae_lens``; ``sith_lens.LucidSAE`` etc. reach them.
+"""

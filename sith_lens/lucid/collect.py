@@ -1,0 +1,212 @@
+"""Collect LUCID's training data from a HookedCLIP: per-patch and per-token activations of image
+and caption pairs, with special tokens and padding left out.
+
+Inputs (the ``vision_hook`` / ``text_hook`` arguments):
+
+- ``"joint"`` (default): every token through the tower's final LayerNorm and projection, so both
+  modalities live in the joint image-text space (``tower(..., return_type="tokens")``; for SigLIP,
+  each patch through the attention-pooling head as if the probe attended to it alone).
+- any hook name of the tower (``"blocks.3.hook_resid_post"``...): that activation, read from the
+  cache. Both hooks must have the same width, since LUCID's shared decoder serves both.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .data import PairedActivations
+from .terms import token_weight
+
+logger = logging.getLogger(__name__)
+
+JOINT = "joint"
+#: Transport mass of a function word relative to a content word (our choice, lucid_spec.md §3.2).
+FUNCTION_WORD_WEIGHT = 0.1
+
+
+def special_token_ids(tokenizer: Any) -> set[int]:
+    """Ids of the tokenizer's special tokens (start, end, padding...), for HF and open_clip tokenizers."""
+    ids = set(getattr(tokenizer, "all_special_ids", None) or [])
+    inner = getattr(tokenizer, "tokenizer", None)  # OpenCLIPTokenizer wraps open_clip's
+    for source in (tokenizer, inner):
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id", "sot_token_id", "eot_token_id"):
+            value = getattr(source, name, None) if source is not None else None
+            if isinstance(value, int):
+                ids.add(value)
+    return ids
+
+
+def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """The string of each token id."""
+    if hasattr(tokenizer, "convert_ids_to_tokens"):
+        return [str(t) for t in tokenizer.convert_ids_to_tokens(list(ids))]
+    decoder = getattr(getattr(tokenizer, "tokenizer", None), "decoder", None)  # open_clip SimpleTokenizer
+    if isinstance(decoder, dict):
+        return [decoder.get(int(i), "") for i in ids]
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+def _tower_tokens(tower: Any, hook: str, inputs: tuple, kwargs: dict) -> Tensor:
+    if hook == JOINT:
+        return tower(*inputs, return_type="tokens", **kwargs)
+    if hook not in tower.hook_dict:
+        raise ValueError(f"{type(tower).__name__} has no hook {hook!r}; use 'joint' or one of "
+                         f"{sorted(tower.hook_dict)[:8]}...")
+    _, cache = tower.run_with_cache(*inputs, return_type=None, names_filter=[hook], **kwargs)
+    acts = cache[hook]
+    if acts.ndim != 3:
+        raise ValueError(f"hook {hook!r} gives activations of shape {list(acts.shape)}; LUCID needs "
+                         "[batch, position, d] (a residual, attention-out or MLP-out hook)")
+    return acts
+
+
+def image_patch_activations(
+    model: Any, pixels: Float[Tensor, "B 3 H W"], hook: str = JOINT
+) -> Float[Tensor, "B N d"]:
+    """Per-patch activations of ``pixels`` at ``hook``, without the CLS token.
+
+    Example:
+        >>> image_patch_activations(model, pixels).shape     # [B, 64, d_proj] on the toy CLIP
+    """
+    with torch.no_grad():
+        acts = _tower_tokens(model.vision, hook, (pixels,), {})
+    return acts[:, 1:] if model.vision.cfg.has_cls_token else acts
+
+
+def caption_token_activations(
+    model: Any, captions: Sequence[str], hook: str = JOINT
+) -> tuple[Float[Tensor, "B T d"], Int[Tensor, "B T"], torch.Tensor]:
+    """Per-token activations of ``captions`` at ``hook``, their token ids, and a mask of the tokens
+    LUCID uses (no special token, no padding). Refuses a caption with no such token."""
+    bad = [i for i, c in enumerate(captions) if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise ValueError(f"captions {bad[:10]} are empty; every image needs a caption with words")
+    toks = model.tokenize(list(captions))
+    with torch.no_grad():
+        acts = _tower_tokens(model.text, hook, (toks.input_ids,), {"attention_mask": toks.attention_mask})
+    specials = torch.tensor(sorted(special_token_ids(model.tokenizer)), dtype=toks.input_ids.dtype)
+    keep = toks.attention_mask.bool() & ~torch.isin(toks.input_ids, specials.to(toks.input_ids.device))
+    empty = (keep.sum(1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"captions {empty[:10]} have no token besides special tokens, e.g. {captions[empty[0]]!r}")
+    return acts, toks.input_ids, keep
+
+
+def _compact(acts: Tensor, ids: Tensor, keep: Tensor, width: int) -> tuple[Tensor, ...]:
+    """Left-align the kept tokens of each caption into ``width`` slots."""
+    b, _, d = acts.shape
+    out = acts.new_zeros(b, width, d)
+    out_ids = ids.new_zeros(b, width)
+    positions = torch.full((b, width), -1, dtype=torch.long)
+    mask = torch.zeros(b, width, dtype=torch.bool)
+    for i in range(b):
+        pos = keep[i].nonzero().flatten()[:width]
+        out[i, : len(pos)] = acts[i, pos]
+        out_ids[i, : len(pos)] = ids[i, pos]
+        positions[i, : len(pos)] = pos.cpu()
+        mask[i, : len(pos)] = True
+    return out, out_ids, positions, mask
+
+
+def collect_pairs(
+    model: Any,
+    pixel_batches: Any,
+    caption_batches: Any,
+    n_batches: int,
+    vision_hook: str = JOINT,
+    text_hook: str = JOINT,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> PairedActivations:
+    """Run ``model`` over batches of (pixels, captions), one caption per image, and gather the
+    activations LUCID trains on.
+
+    Args:
+        pixel_batches / caption_batches: iterables of ``[B, 3, H, W]`` pixels and lists of B strings.
+        n_batches: how many batches they yield (for the progress bar).
+
+    Example:
+        >>> acts = collect_pairs(model, [model.preprocess(images)], [captions], n_batches=1)
+    """
+    from tqdm.auto import tqdm
+
+    patches, token_batches = [], []
+    for pixels, captions in tqdm(zip(pixel_batches, caption_batches), total=n_batches,
+                                 desc="LUCID activations", unit="batch", disable=not progress):
+        if len(captions) != pixels.shape[0]:
+            raise ValueError(f"{pixels.shape[0]} images but {len(captions)} captions in a batch; pair them one to one")
+        patches.append(image_patch_activations(model, pixels.to(model.vision.embed.W_E.device), vision_hook).float().cpu())
+        acts, ids, keep = caption_token_activations(model, captions, text_hook)
+        token_batches.append((acts.float().cpu(), ids.cpu(), keep.cpu(), list(captions)))
+    if not patches:
+        raise ValueError("no image-caption pairs to collect")
+    width = max(int(keep.sum(1).max()) for _, _, keep, _ in token_batches)
+    parts = [_compact(acts, ids, keep, width) for acts, ids, keep, _ in token_batches]
+    tokens, token_ids, positions, mask = (torch.cat(x) for x in zip(*parts))
+    captions = [c for *_, caps in token_batches for c in caps]
+    strings = [token_strings(model.tokenizer, row[m].tolist()) for row, m in zip(token_ids, mask)]
+    weights = torch.zeros(mask.shape)
+    for i, row in enumerate(strings):
+        weights[i, : len(row)] = torch.tensor([token_weight(s, False, FUNCTION_WORD_WEIGHT) for s in row])
+    no_content = (weights.sum(1) == 0).nonzero().flatten().tolist()
+    if no_content:
+        raise ValueError(f"captions {no_content[:10]} have no content word, e.g. {captions[no_content[0]]!r}")
+    patches_t = torch.cat(patches)
+    grid = int(round(patches_t.shape[1] ** 0.5))
+    meta = {"model_name": model.cfg.model_name, "hook_name_vision": vision_hook, "hook_name_text": text_hook,
+            "function_word_weight": FUNCTION_WORD_WEIGHT, **(metadata or {})}
+    return PairedActivations(
+        patches_t, tokens, mask, weights, token_ids, positions, torch.arange(len(captions)), grid,
+        strings, captions, meta,
+    )
+
+
+def collect_toy_activations(
+    model: Any,
+    n_pairs: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    vision_hook: str = JOINT,
+    text_hook: str = JOINT,
+    progress: bool = True,
+) -> PairedActivations:
+    """LUCID data from the toy world: ``n_pairs`` scenes of 1-3 objects with their captions, plus
+    the ground truth as extras: ``image.patch_labels`` [I, g, g] (object per patch, -1 background),
+    ``image.values`` [I, 3, n_attributes], ``image.backgrounds`` [I], and per token slot
+    ``pair.token_objects`` / ``pair.token_attributes`` (what the word names, -2 / -1 for nothing).
+
+    Example:
+        >>> acts = collect_toy_activations(sl.load_clip("toy"), n_pairs=1024, seed=1)
+    """
+    from ..toyworld import ToyWorld
+
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
+    cfg = model.vision.cfg
+    world = ToyWorld(seed=seed, image_size=cfg.image_size, patch_size=cfg.patch_size)
+    sizes = [min(batch_size, n_pairs - start) for start in range(0, n_pairs, batch_size)]
+    batches = [world.batch(i, size) for i, size in enumerate(sizes)]
+    acts = collect_pairs(
+        model, (b.pixels for b in batches), (b.texts for b in batches), len(batches), vision_hook, text_hook,
+        metadata={"source": f"toyworld:seed={seed}"}, progress=progress,
+    )
+    labels = [b.token_label_arrays(model.text.cfg.n_ctx) for b in batches]
+    objects = np.concatenate([o for o, _ in labels])
+    attributes = np.concatenate([a for _, a in labels])
+    pos = acts.token_positions.numpy()
+    rows = np.arange(len(pos))[:, None]
+    valid = pos >= 0
+    acts.extras = {
+        "image.patch_labels": torch.from_numpy(np.concatenate([b.patch_labels for b in batches])),
+        "image.values": torch.from_numpy(np.concatenate([b.values for b in batches])),
+        "image.backgrounds": torch.from_numpy(np.concatenate([b.backgrounds for b in batches])),
+        "pair.token_objects": torch.from_numpy(np.where(valid, objects[rows, np.maximum(pos, 0)], -2)),
+        "pair.token_attributes": torch.from_numpy(np.where(valid, attributes[rows, np.maximum(pos, 0)], -1)),
+    }
+    return acts

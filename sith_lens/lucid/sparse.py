@@ -1,0 +1,115 @@
+"""The sparse-coding maths of LUCID, shared by the inference and training SAEs: block Top-K,
+reconstruction error, the AuxK loss for dead latents, and the unit-norm decoder constraint.
+
+Latent layout (one index space for both modalities): ``[0, n_shared)`` is the shared block,
+then the vision-private block, then the text-private block. A modality sees the shared block and
+its own private block; its codes are zero on the other modality's private block.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+Modality = Literal["vision", "text"]
+MODALITIES: tuple[str, str] = ("vision", "text")
+
+
+def check_modality(modality: object) -> str:
+    """``modality`` if it is "vision" or "text", else a ValueError naming the choices."""
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be 'vision' or 'text', got {modality!r}")
+    return str(modality)
+
+
+def latent_slices(n_shared: int, n_vision: int, n_text: int) -> dict[str, slice]:
+    """Where each block lives in the latent index space.
+
+    Example:
+        >>> latent_slices(8, 4, 2)
+        {'shared': slice(0, 8, None), 'vision': slice(8, 12, None), 'text': slice(12, 14, None)}
+    """
+    return {
+        "shared": slice(0, n_shared),
+        "vision": slice(n_shared, n_shared + n_vision),
+        "text": slice(n_shared + n_vision, n_shared + n_vision + n_text),
+    }
+
+
+def visible_latents(modality: str, n_shared: int, n_vision: int, n_text: int) -> Int[Tensor, "n"]:
+    """Indices of the latents a modality uses: the shared block, then its private block."""
+    blocks = latent_slices(n_shared, n_vision, n_text)
+    private = blocks[check_modality(modality)]
+    return torch.cat([torch.arange(n_shared), torch.arange(private.start, private.stop)])
+
+
+def topk_relu(pre: Float[Tensor, "... n"], k: int) -> Float[Tensor, "... n"]:
+    """Keep the ``k`` largest entries of the last axis (after ReLU), zero the rest. Ties are broken
+    by index (torch.topk is deterministic on CPU)."""
+    if k <= 0 or pre.shape[-1] == 0:
+        return torch.zeros_like(pre)
+    values, indices = torch.topk(pre, k=min(k, pre.shape[-1]), dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter(-1, indices, values.relu())
+
+
+def block_topk(pre: Float[Tensor, "... n"], n_shared: int, k_shared: int, k_private: int) -> Float[Tensor, "... n"]:
+    """Separate Top-K budgets: ``k_shared`` over the first ``n_shared`` pre-activations (the shared
+    block), ``k_private`` over the rest (one modality's private block).
+
+    Example:
+        >>> block_topk(torch.randn(5, 12), n_shared=8, k_shared=2, k_private=1).count_nonzero(-1)   # <= 3
+    """
+    shared = topk_relu(pre[..., :n_shared], k_shared)
+    private = topk_relu(pre[..., n_shared:], k_private)
+    return torch.cat([shared, private], dim=-1)
+
+
+def fvu(x: Float[Tensor, "rows d"], x_hat: Float[Tensor, "rows d"]) -> Float[Tensor, ""]:
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
+    total = (x - x.mean(0, keepdim=True)).pow(2).sum()
+    return (x - x_hat).pow(2).sum() / total.clamp_min(1e-12)
+
+
+def auxk_loss(
+    residual: Float[Tensor, "rows d"],
+    pre: Float[Tensor, "rows n"],
+    dead: Bool[Tensor, "n"],
+    decoder: Float[Tensor, "n d"],
+    k_aux: int,
+) -> Float[Tensor, ""]:
+    """AuxK (Gao et al. 2024): the top ``k_aux`` dead latents try to reconstruct the residual
+    ``x - x_hat`` the live ones left; returned as that attempt's error relative to the residual's
+    variance. Zero when no latent is dead.
+
+    Args:
+        residual: the reconstruction error, detached by the caller or not, in normalised units.
+        pre: pre-activations of the latents ``decoder`` holds the rows of.
+        dead: which of those latents have not fired for a while.
+    """
+    n_dead = int(dead.sum())
+    if n_dead == 0 or residual.shape[0] == 0:
+        return residual.new_zeros(())
+    masked = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
+    codes = topk_relu(masked, min(k_aux, n_dead))
+    codes = torch.nan_to_num(codes, neginf=0.0)
+    estimate = codes @ decoder
+    return (estimate - residual).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+@torch.no_grad()
+def remove_parallel_gradient(decoder: torch.nn.Parameter) -> None:
+    """Project out, for each decoder row, the component of its gradient along the row, so that a
+    step keeps unit-norm rows at unit norm to first order."""
+    if decoder.grad is None:
+        return
+    rows = decoder / decoder.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    decoder.grad -= (decoder.grad * rows).sum(-1, keepdim=True) * rows
+
+
+@torch.no_grad()
+def normalize_rows_(decoder: torch.nn.Parameter) -> None:
+    """Rescale every decoder row to unit norm, in place."""
+    decoder.div_(decoder.norm(dim=-1, keepdim=True).clamp_min(1e-12))

@@ -1,0 +1,329 @@
+"""LUCID: the SAE's maths and SAELens integration, the transport loss, data collection, training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import sith_lens  # noqa: F401  (arranges LUCID's registration)
+from sith_lens.lucid.collect import collect_toy_activations
+from sith_lens.lucid.data import PairedActivations
+from sith_lens.lucid.sparse import block_topk, fvu, latent_slices
+from sith_lens.lucid.transport import GCMTConfig, gcmt_loss, grid_kernel, guidance_prior, sinkhorn_plans
+
+
+@pytest.fixture(scope="module")
+def toy_acts(toy):
+    return collect_toy_activations(toy, n_pairs=160, seed=5, batch_size=80, progress=False)
+
+
+def small_cfg(**kw):
+    from sith_lens.adapters.sae_lens import LucidSAEConfig
+
+    base = dict(d_in=128, d_sae=96, n_private_vision=16, n_private_text=8, k_shared=6, k_private=2)
+    return LucidSAEConfig(**{**base, **kw})
+
+
+def small_training_cfg(**kw):
+    from sith_lens.adapters.sae_lens import TrainingLucidSAEConfig
+
+    base = dict(d_in=128, d_sae=96, n_private_vision=16, n_private_text=8, k_shared=6, k_private=2, k_aux=16)
+    return TrainingLucidSAEConfig(**{**base, **kw})
+
+
+# -- sparse codes ------------------------------------------------------------------------------------
+def test_block_topk_keeps_separate_budgets():
+    pre = torch.randn(50, 20)
+    codes = block_topk(pre, n_shared=12, k_shared=3, k_private=2)
+    assert ((codes[:, :12] != 0).sum(1) <= 3).all() and ((codes[:, 12:] != 0).sum(1) <= 2).all()
+    assert (codes >= 0).all()
+    # the kept entries are the largest positive pre-activations of each block
+    top = pre[:, :12].topk(3).values.clamp_min(0)
+    assert torch.allclose(codes[:, :12].sort(descending=True).values[:, :3], top)
+
+
+def test_codes_stay_in_their_blocks():
+    from sith_lens.adapters.sae_lens import LucidSAE
+
+    sae = LucidSAE(small_cfg())
+    blocks = latent_slices(72, 16, 8)
+    x = torch.randn(40, 128)
+    vision, text = sae.encode(x, "vision"), sae.encode(x, "text")
+    assert (vision[:, blocks["text"]] == 0).all() and (text[:, blocks["vision"]] == 0).all()
+    assert ((vision[:, blocks["shared"]] != 0).sum(1) <= 6).all()
+
+
+def test_views_follow_saelens_formulas(toy_acts):
+    """A view's raw-unit weights reproduce its encode and decode exactly."""
+    from sith_lens.adapters.sae_lens import LucidSAE
+
+    sae = LucidSAE(small_cfg())
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        sae.scale_vision.fill_(3.0)
+    x = toy_acts.patches[:4].reshape(-1, 128)
+    view = sae.vision
+    codes = view.encode(x)
+    pre = (x - view.b_dec) @ view.W_enc + view.b_enc
+    visible = sae.visible("vision")
+    expected = torch.zeros_like(pre)
+    expected[:, visible] = block_topk(pre[:, visible], 72, 6, 2)
+    torch.testing.assert_close(codes, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(view.decode(codes), codes @ view.W_dec + view.b_dec, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(view(x), sae(x, modality="vision"))
+
+
+# -- SAELens integration -------------------------------------------------------------------------------
+def test_save_load_and_from_dict_round_trip(tmp_path):
+    from sae_lens import SAE
+
+    from sith_lens.adapters.sae_lens import LucidSAE
+
+    sae = LucidSAE(small_cfg())
+    sae.cfg.metadata.hook_name_vision = "joint"
+    sae.cfg.metadata.hook_name_text = "blocks.1.hook_resid_post"
+    with torch.no_grad():
+        sae.b_enc_text.add_(0.3)
+    sae.save_model(tmp_path / "sae")
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    assert cfg["architecture"] == "lucid" and cfg["metadata"]["hook_name_text"] == "blocks.1.hook_resid_post"
+
+    loaded = SAE.load_from_disk(tmp_path / "sae")
+    assert type(loaded) is LucidSAE
+    x = torch.randn(7, 128)
+    for modality in ("vision", "text"):
+        torch.testing.assert_close(loaded.encode(x, modality), sae.encode(x, modality))
+    assert loaded.text.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
+    assert loaded.vision.cfg.metadata.hook_name == "joint"
+
+    fresh = SAE.from_dict(sae.cfg.to_dict())
+    assert type(fresh) is LucidSAE and fresh.cfg.n_private_text == 8 and fresh.cfg.k_shared == 6
+
+
+def test_registration_is_idempotent_and_follows_sae_lens_import():
+    from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
+
+    from sith_lens.adapters import lucid_sae, sae_lens
+
+    before = (SAE_CLASS_REGISTRY["lucid"], SAE_TRAINING_CLASS_REGISTRY["lucid"])
+    sae_lens.register()
+    sae_lens.register()
+    assert (SAE_CLASS_REGISTRY["lucid"], SAE_TRAINING_CLASS_REGISTRY["lucid"]) == before
+    with pytest.raises(ValueError, match="already registered"):
+        lucid_sae.register_in({"lucid": (dict, dict)}, (lucid_sae.LucidSAE, lucid_sae.LucidSAEConfig))
+    # a fresh interpreter: `import sith_lens` does not import sae_lens, but registers as soon as it is
+    code = (
+        "import sys, sith_lens; assert 'sae_lens' not in sys.modules\n"
+        "from sae_lens.registry import SAE_CLASS_REGISTRY as A, SAE_TRAINING_CLASS_REGISTRY as B\n"
+        "print(A['lucid'][0].__name__, B['lucid'][0].__name__)"
+    )
+    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["LucidSAE", "TrainingLucidSAE"]
+
+
+def test_reimported_module_replaces_its_own_registration():
+    code = (
+        "import importlib, sith_lens\n"
+        "from sith_lens.adapters import lucid_sae\n"
+        "from sae_lens.registry import SAE_CLASS_REGISTRY\n"
+        "module = importlib.reload(lucid_sae)\n"
+        "print(SAE_CLASS_REGISTRY['lucid'][0] is module.LucidSAE)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+# -- transport ---------------------------------------------------------------------------------------
+def test_sinkhorn_plans_have_the_requested_marginals():
+    torch.manual_seed(0)
+    cost = torch.rand(6, 16, 5)
+    a = torch.full((6, 16), 1 / 16)
+    b = torch.rand(6, 5)
+    b[:, 3:] = 0  # padding slots
+    b = b / b.sum(1, keepdim=True)
+    plans, error = sinkhorn_plans(cost, a, b, eps=0.05, n_iter=200)
+    assert error < 1e-3
+    torch.testing.assert_close(plans.sum(-1), a, atol=1e-3, rtol=0)
+    torch.testing.assert_close(plans.sum(-2), b, atol=1e-3, rtol=0)
+    assert (plans[:, :, 3:] == 0).all()
+    # with a small eps the plan concentrates on cheap cells: its cost is near the exact OT cost
+    # of this tiny problem and well below the independent coupling's
+    independent = (a[:, :, None] * b[:, None, :] * cost).sum((1, 2))
+    assert ((plans * cost).sum((1, 2)) < independent - 0.05).all()
+
+
+def test_gcmt_loss_marginals_prior_and_gradient():
+    torch.manual_seed(1)
+    b, n, length, f = 4, 16, 6, 10
+    zp = torch.rand(b, n, f, requires_grad=True)
+    zt = torch.rand(b, length, f, requires_grad=True)
+    weights = torch.ones(b, length)
+    weights[:, 4:] = 0
+    weights[:, 0] = 0.1
+    cfg = GCMTConfig(n_iter=200)
+    log_prior = guidance_prior(torch.randn(b, n, 8), torch.randn(b, length, 8), grid=4, cfg=cfg)
+    torch.testing.assert_close(log_prior.exp().sum(1), torch.ones(b, length))
+    out = gcmt_loss(zp, zt, weights, log_prior, grid=4, cfg=cfg, generator=torch.Generator().manual_seed(0))
+    assert out.marginal_error < 1e-3
+    torch.testing.assert_close(out.plans.sum(-2), weights / weights.sum(1, keepdim=True), atol=1e-3, rtol=0)
+    assert out.nce > 0 and out.loss.requires_grad
+    out.loss.backward()
+    assert zp.grad.abs().sum() > 0 and zt.grad[:, 4:].abs().sum() == 0  # padding gets no gradient
+    torch.testing.assert_close(grid_kernel(4, 1.0).sum(0), torch.ones(16))
+
+
+def test_gcmt_prefers_matching_codes():
+    """Codes that agree across a pair cost less than codes that do not."""
+    torch.manual_seed(2)
+    zp = torch.rand(3, 16, 12)
+    aligned = zp[:, :5].clone()
+    shuffled = torch.rand(3, 5, 12)
+    cfg = GCMTConfig(n_negatives=0, context_weight=0.0, grid_sigma=0.0)
+    flat = torch.zeros(3, 16, 5)
+    near = gcmt_loss(zp, aligned, torch.ones(3, 5), flat, 4, cfg).matched_distance
+    far = gcmt_loss(zp, shuffled, torch.ones(3, 5), flat, 4, cfg).matched_distance
+    assert near < far
+
+
+def test_gcmt_config_rejects_bad_settings():
+    with pytest.raises(ValueError, match="eps"):
+        GCMTConfig(eps=0)
+    with pytest.raises(ValueError, match="context_weight"):
+        GCMTConfig(context_weight=1.0)
+
+
+# -- data ----------------------------------------------------------------------------------------------
+def test_toy_activations_and_ground_truth(toy_acts, tmp_path):
+    from sith_lens.toyworld.attributes import ATTRIBUTES, VALUES
+
+    acts = toy_acts
+    assert acts.patches.shape == (160, 64, 128) and acts.grid == 8
+    assert acts.token_mask.any(1).all()
+    # special tokens are gone; every colour-labelled slot holds a colour word
+    strings = [s for row in acts.token_strings for s in row]
+    assert not {"<bos>", "<eos>", "<pad>"} & set(strings)
+    attributes = acts.extras["pair.token_attributes"]
+    color = ATTRIBUTES.index("color")
+    for p, row in enumerate(acts.token_strings):
+        for slot, token in enumerate(row):
+            if attributes[p, slot] == color:
+                assert token in VALUES["color"]
+    assert (acts.token_weights[~acts.token_mask] == 0).all()
+    acts.save(tmp_path / "acts")
+    again = PairedActivations.load(tmp_path / "acts")
+    assert torch.equal(again.tokens, acts.tokens) and again.captions == acts.captions
+    assert torch.equal(again.extras["image.patch_labels"], acts.extras["image.patch_labels"])
+
+
+def test_batches_are_seeded_and_pure_in_step(toy_acts):
+    a = toy_acts.batch_at(7, 16, seed=3)
+    b = toy_acts.batch_at(7, 16, seed=3)
+    c = toy_acts.batch_at(7, 16, seed=4)
+    assert torch.equal(a.tokens, b.tokens) and not torch.equal(a.patches, c.patches)
+    assert a.patches.shape == (16, 64, 128) and a.token_mask.shape == a.token_weights.shape
+
+
+# -- training ------------------------------------------------------------------------------------------
+def _loss_on(sae, batch):
+    from sae_lens.saes.sae import TrainStepInput
+
+    with torch.no_grad():
+        out = sae.training_forward_pass(TrainStepInput(
+            sae_in=batch, coefficients={"ot": 0.5, "aux": 0.0}, dead_neuron_mask=None,
+            n_training_steps=0, is_logging_step=False,
+        ))
+    return float(out.loss), out
+
+
+def test_training_decreases_loss_and_saves_a_loadable_sae(toy_acts, tmp_path):
+    from sae_lens import SAE
+
+    from sith_lens.adapters.sae_lens import LucidSAE, TrainingLucidSAE, train_lucid
+
+    cfg = small_training_cfg()
+    batch = toy_acts.batch_at(0, 32, seed=0)
+    torch.manual_seed(0)
+    start = TrainingLucidSAE(cfg)
+    start.initialize_from_data(toy_acts)
+    before, _ = _loss_on(start, batch)
+    final = train_lucid(toy_acts, cfg, steps=40, batch_size=16, lr=3e-3, seed=0, out_dir=tmp_path, progress=False)
+    trained = TrainingLucidSAE(cfg)
+    trained.load_state_dict(final.state_dict())
+    after, out = _loss_on(trained, batch)
+    assert after < 0.8 * before, (before, after)
+    assert out.losses["gcmt"] > 0 and out.metrics["ot_marginal_error"] < 1e-3
+    torch.testing.assert_close(final.W_dec.norm(dim=-1), torch.ones(96))
+    loaded = SAE.load_from_disk(tmp_path / "final")
+    assert type(loaded) is LucidSAE
+    torch.testing.assert_close(loaded.W_dec, final.W_dec)
+
+
+def test_training_is_seeded_and_resumable(toy_acts, tmp_path):
+    from sith_lens.adapters.sae_lens import train_lucid
+
+    cfg = small_training_cfg()
+    args = dict(steps=12, batch_size=16, lr=3e-3, seed=1, progress=False)
+    full = train_lucid(toy_acts, cfg, **args)
+    again = train_lucid(toy_acts, cfg, **args)
+    # equal up to float rounding (CPU reductions may round differently with memory alignment)
+    torch.testing.assert_close(full.W_dec, again.W_dec, rtol=1e-5, atol=1e-6)
+    train_lucid(toy_acts, cfg, out_dir=tmp_path / "run", n_checkpoints=1, **args)
+    checkpoints = list((tmp_path / "run" / "checkpoints").iterdir())
+    assert len(checkpoints) == 1
+    resumed = train_lucid(toy_acts, cfg, resume_from=checkpoints[0], **args)
+    torch.testing.assert_close(resumed.W_dec, full.W_dec, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(resumed.W_enc_text, full.W_enc_text, rtol=1e-4, atol=1e-5)
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+def test_bad_input_is_rejected_clearly(toy, toy_acts, tmp_path):
+    from sae_lens import SAE
+    from sae_lens.saes.sae import TrainStepInput
+
+    from sith_lens.adapters.sae_lens import LucidSAE, TrainingLucidSAE, load_lucid, train_lucid
+
+    sae = LucidSAE(small_cfg())
+    with pytest.raises(ValueError, match="d_in=128"):
+        sae.vision.encode(torch.randn(3, 64))
+    with pytest.raises(ValueError, match="modality must be 'vision' or 'text'"):
+        sae.encode(torch.randn(3, 128), modality="image")
+    with pytest.raises(ValueError, match="sae.vision.encode"):
+        sae.encode(torch.randn(3, 128))
+    with pytest.raises(ValueError, match="no shared latent"):
+        small_cfg(d_sae=24)
+    with pytest.raises(ValueError, match="k_shared"):
+        small_cfg(k_shared=100)
+    with pytest.raises(ValueError, match="empty"):
+        sith_lens.collect_pairs(toy, [torch.zeros(2, 3, 64, 64)], [["a red circle", "  "]], n_batches=1, progress=False)
+    with pytest.raises(ValueError, match="activations have width 128"):
+        train_lucid(toy_acts, small_training_cfg(d_in=64), steps=1, progress=False)
+    with pytest.raises(TypeError, match="paired batches"):
+        TrainingLucidSAE(small_training_cfg()).training_forward_pass(TrainStepInput(
+            sae_in=torch.randn(4, 128), coefficients={}, dead_neuron_mask=None, n_training_steps=0,
+            is_logging_step=False))
+
+    sae.save_model(tmp_path / "ok")
+    (tmp_path / "ok" / "sae_weights.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_lucid(tmp_path / "ok")
+    # weights from an SAE of another shape: SAELens's own loader reports what differs
+    LucidSAE(small_cfg(d_sae=100)).save_model(tmp_path / "other")
+    (tmp_path / "ok" / "sae_weights.safetensors").write_bytes((tmp_path / "other" / "sae_weights.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="do not match cfg.json"):
+        SAE.load_from_disk(tmp_path / "ok")
+    with pytest.raises(TypeError, match="save the LucidSAE"):
+        sae.text.save_model(tmp_path / "view")
+    with pytest.raises(FileNotFoundError, match="not a saved SAE"):
+        load_lucid(tmp_path / "missing")
+
+
+def test_fvu_of_perfect_and_mean_reconstructions():
+    x = torch.randn(20, 5)
+    assert float(fvu(x, x)) == 0.0
+    torch.testing.assert_close(fvu(x, x.mean(0, keepdim=True).expand_as(x)), torch.tensor(1.0))
