@@ -137,6 +137,10 @@ class HookedCLIP(nn.Module):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.register_buffer("image_mean", None, persistent=False)
+        if tokenizer is not None:  # what text.add_sae(..., exclude_special_tokens=True) bypasses
+            from sith_lens.lucid.collect import special_token_ids
+
+            text.special_token_ids = tuple(sorted(special_token_ids(tokenizer)))
 
     # -- inputs --------------------------------------------------------------------------------------
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> TextTokens:

@@ -61,7 +61,7 @@ def check_lucid_shape(cfg: Any) -> None:
 class LucidSAEConfig(SAEConfig):
     """A LUCID SAE's shape. ``d_sae`` counts every latent: shared, vision-private, text-private.
 
-    ``metadata`` carries ``hook_name_vision`` and ``hook_name_text`` (``"joint"`` for the
+    ``metadata`` carries ``hook_name_vision`` and ``hook_name_text`` (``"hook_joint_tokens"`` for the
     joint-space token outputs), ``model_name`` and the input space.
     """
 

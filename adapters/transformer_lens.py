@@ -14,6 +14,7 @@ Vision tower, in the order the forward pass runs::
     hook_embed           [batch, pos, d_model]  what the embedding stage writes into the residual stream
     blocks.{l}.hook_resid_pre ... blocks.{l}.hook_resid_post
     ln_final.hook_scale / ln_final.hook_normalized   (applied to every token, not only CLS)
+    hook_joint_tokens    [batch, pos, d_proj]   every token in the joint space (only with return_type="tokens")
 
 ``hook_embed`` is taken *after* ``ln_pre``: CLIP normalises the embeddings before the first block,
 so that is what enters the residual stream, and ``cache.decompose_resid()`` then sums exactly to
@@ -26,7 +27,10 @@ A SigLIP vision tower has no CLS token and no ``ln_pre``, and pools with an atte
 
 Text tower: ``hook_embed`` (token embeddings) + ``hook_pos_embed`` = ``blocks.0.hook_resid_pre``,
 causal attention (bidirectional for SigLIP), ``ln_final``, pooling at the end-of-text token (the
-last position for SigLIP), as in each family's reference implementation.
+last position for SigLIP), as in each family's reference implementation; ``hook_joint_tokens`` as
+for vision.
+
+Both towers splice SAELens SAEs in as ``HookedSAETransformer`` does (``splice.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ except ImportError:  # TransformerLens 2.x
     from transformer_lens.hook_points import HookedRootModule
 
 from sith_lens.adapters.components import AttentionPool, LayerNorm, TransformerBlock
+from sith_lens.adapters.splice import SAESplicing
 
 Modality = Literal["vision", "text"]
 
@@ -163,8 +168,9 @@ class TowerConfig:
             raise ValueError("a text tower needs d_vocab > 0")
 
 
-class HookedCLIPTower(HookedRootModule):
-    """What both towers share: blocks, ``ln_final``, projection, stacked weights, caching."""
+class HookedCLIPTower(SAESplicing, HookedRootModule):
+    """What both towers share: blocks, ``ln_final``, projection, stacked weights, caching, and
+    splicing SAELens SAEs in (``add_sae``, ``run_with_saes``... see ``splice.py``)."""
 
     def __init__(self, cfg: TowerConfig):
         super().__init__()
@@ -185,6 +191,7 @@ class HookedCLIPTower(HookedRootModule):
             nn.init.normal_(self.W_proj, std=cfg.d_model**-0.5)
         if cfg.proj_bias:
             self.b_proj = nn.Parameter(torch.zeros(cfg.d_proj))
+        self.hook_joint_tokens = HookPoint()
         self.setup()
 
     def __getattr__(self, name: str) -> Any:
@@ -301,9 +308,12 @@ class HookedCLIPTower(HookedRootModule):
         if return_type is None:
             return None
         if self.cfg.pooling == "map":
-            return self.attn_pool(normalized) if return_type == "embed" else self.attn_pool.per_token(normalized)
+            if return_type == "embed":
+                return self.attn_pool(normalized)
+            return self.hook_joint_tokens(self.attn_pool.per_token(normalized))
         out = (pooled if return_type == "embed" else normalized) @ self.W_proj
-        return out + self.b_proj if self.cfg.proj_bias else out
+        out = out + self.b_proj if self.cfg.proj_bias else out
+        return out if return_type == "embed" else self.hook_joint_tokens(out)
 
 
 class VisionEmbed(nn.Module):
@@ -395,10 +405,12 @@ class HookedCLIPVision(HookedCLIPTower):
             pixels: preprocessed images (``HookedCLIP.preprocess``).
             return_type: ``"embed"``, the pooled image embedding ``[batch, d_proj]``;
                 ``"tokens"``, every token through ``ln_final`` and the projection,
-                ``[batch, pos, d_proj]``; ``None``, nothing (for caching only).
+                ``[batch, pos, d_proj]`` (hook ``hook_joint_tokens``); ``None``, nothing (for caching only).
         """
         self._check_pixels(pixels)
         self._check_return_type(return_type)
+        if self._acts_to_saes:
+            self._set_sae_token_masks(self.cfg.n_ctx, pixels.shape[0])
         resid = self.embed(pixels)
         if self.ln_pre is not None:
             resid = self.ln_pre(resid)
@@ -507,6 +519,8 @@ class HookedCLIPText(HookedCLIPTower):
         """
         self._check_tokens(tokens, attention_mask)
         self._check_return_type(return_type)
+        if self._acts_to_saes:
+            self._set_sae_token_masks(tokens.shape[1], tokens.shape[0], tokens, attention_mask)
         resid = self.hook_embed(self.W_E[tokens]) + self.hook_pos_embed(self.W_pos[: tokens.shape[1]].expand(tokens.shape[0], -1, -1))
         normalized = self._run_blocks(resid, self._mask(tokens, attention_mask))
         pooled = normalized[torch.arange(tokens.shape[0], device=tokens.device), self.pool_positions(tokens)]

@@ -85,7 +85,7 @@ def test_save_load_and_from_dict_round_trip(tmp_path):
     from sith_lens.adapters.sae_lens import LucidSAE
 
     sae = LucidSAE(small_cfg())
-    sae.cfg.metadata.hook_name_vision = "joint"
+    sae.cfg.metadata.hook_name_vision = "hook_joint_tokens"
     sae.cfg.metadata.hook_name_text = "blocks.1.hook_resid_post"
     with torch.no_grad():
         sae.b_enc_text.add_(0.3)
@@ -99,7 +99,7 @@ def test_save_load_and_from_dict_round_trip(tmp_path):
     for modality in ("vision", "text"):
         torch.testing.assert_close(loaded.encode(x, modality), sae.encode(x, modality))
     assert loaded.text.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
-    assert loaded.vision.cfg.metadata.hook_name == "joint"
+    assert loaded.vision.cfg.metadata.hook_name == "hook_joint_tokens"
 
     fresh = SAE.from_dict(sae.cfg.to_dict())
     assert type(fresh) is LucidSAE and fresh.cfg.n_private_text == 8 and fresh.cfg.k_shared == 6
@@ -327,3 +327,52 @@ def test_fvu_of_perfect_and_mean_reconstructions():
     x = torch.randn(20, 5)
     assert float(fvu(x, x)) == 0.0
     torch.testing.assert_close(fvu(x, x.mean(0, keepdim=True).expand_as(x)), torch.tensor(1.0))
+
+
+# -- splicing into the towers ------------------------------------------------------------------------
+@pytest.mark.parametrize("hook", ["hook_joint_tokens", "blocks.2.hook_resid_post"])
+def test_splicing_with_error_term_leaves_outputs_unchanged(toy, hook):
+    from sith_lens.adapters.sae_lens import LucidSAE
+
+    sae = LucidSAE(small_cfg())
+    sae.cfg.metadata.hook_name_vision = hook
+    sae.cfg.metadata.hook_name_text = hook
+    pixels = toy.preprocess(torch.randint(0, 255, (2, 64, 64, 3), dtype=torch.uint8).numpy())
+    toks = toy.tokenize(["a red circle at the top left", "a small blue striped square"])
+    text_args = (toks.input_ids,)
+    text_kwargs = {"attention_mask": toks.attention_mask}
+    for tower, args, kwargs in ((toy.vision, (pixels,), {}), (toy.text, text_args, text_kwargs)):
+        clean_tokens = tower(*args, return_type="tokens", **kwargs)
+        clean_embed = tower(*args, **kwargs)
+        out, cache = tower.run_with_cache_with_saes(*args, saes=[sae], use_error_term=True, return_type="tokens", **kwargs)
+        torch.testing.assert_close(out, clean_tokens, rtol=1e-5, atol=1e-5)
+        codes = cache[f"{hook}.hook_sae_acts_post"]
+        assert codes.shape[-1] == 96 and (codes != 0).any()
+        embed = tower.run_with_saes(*args, saes=sae, use_error_term=True, **kwargs)
+        torch.testing.assert_close(embed, clean_embed, rtol=1e-5, atol=1e-5)
+        # without the error term the reconstruction replaces the activations
+        spliced = tower.run_with_saes(*args, saes=sae, use_error_term=False, return_type="tokens", **kwargs)
+        assert not torch.allclose(spliced, clean_tokens, atol=1e-3)
+        assert not tower._acts_to_saes and isinstance(tower.hook_dict[hook], type(tower.hook_dict["blocks.0.hook_resid_pre"]))
+        # add_sae stays until reset_saes
+        tower.add_sae(sae, use_error_term=True)
+        assert f"{hook}.hook_sae_acts_post" in tower.hook_dict
+        tower.reset_saes()
+        assert f"{hook}.hook_sae_acts_post" not in tower.hook_dict
+
+
+def test_splicing_excludes_special_positions(toy):
+    from sith_lens.adapters.sae_lens import LucidSAE
+
+    sae = LucidSAE(small_cfg())
+    sae.cfg.metadata.hook_name_text = "blocks.1.hook_resid_post"
+    toks = toy.tokenize(["a red circle", "a small blue striped square at the top"])
+    _, clean = toy.text.run_with_cache(toks.input_ids, attention_mask=toks.attention_mask)
+    _, cache = toy.text.run_with_cache_with_saes(toks.input_ids, attention_mask=toks.attention_mask, saes=sae,
+                                                 exclude_special_tokens=True)
+    special = torch.isin(toks.input_ids, torch.tensor(toy.text.special_token_ids)) | ~toks.attention_mask.bool()
+    out = cache["blocks.1.hook_resid_post.hook_sae_output"]
+    torch.testing.assert_close(out[special], clean["blocks.1.hook_resid_post"][special])
+    assert not torch.allclose(out[~special], clean["blocks.1.hook_resid_post"][~special], atol=1e-3)
+    with pytest.raises(ValueError, match="no hook"):
+        toy.vision.add_sae(sae, hook_name="blocks.99.hook_resid_post")

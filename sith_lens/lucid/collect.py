@@ -3,9 +3,10 @@ and caption pairs, with special tokens and padding left out.
 
 Inputs (the ``vision_hook`` / ``text_hook`` arguments):
 
-- ``"joint"`` (default): every token through the tower's final LayerNorm and projection, so both
-  modalities live in the joint image-text space (``tower(..., return_type="tokens")``; for SigLIP,
-  each patch through the attention-pooling head as if the probe attended to it alone).
+- ``"hook_joint_tokens"`` (default): every token through the tower's final LayerNorm and
+  projection, so both modalities live in the joint image-text space (``tower(...,
+  return_type="tokens")``; for SigLIP, each patch through the attention-pooling head as if the
+  probe attended to it alone).
 - any hook name of the tower (``"blocks.3.hook_resid_post"``...): that activation, read from the
   cache. Both hooks must have the same width, since LUCID's shared decoder serves both.
 """
@@ -25,7 +26,8 @@ from .terms import token_weight
 
 logger = logging.getLogger(__name__)
 
-JOINT = "joint"
+#: The default hook: each tower's per-token output in the joint space.
+JOINT = "hook_joint_tokens"
 #: Transport mass of a function word relative to a content word (our choice, lucid_spec.md §3.2).
 FUNCTION_WORD_WEIGHT = 0.1
 
@@ -56,7 +58,7 @@ def _tower_tokens(tower: Any, hook: str, inputs: tuple, kwargs: dict) -> Tensor:
     if hook == JOINT:
         return tower(*inputs, return_type="tokens", **kwargs)
     if hook not in tower.hook_dict:
-        raise ValueError(f"{type(tower).__name__} has no hook {hook!r}; use 'joint' or one of "
+        raise ValueError(f"{type(tower).__name__} has no hook {hook!r}; use {JOINT!r} or one of "
                          f"{sorted(tower.hook_dict)[:8]}...")
     _, cache = tower.run_with_cache(*inputs, return_type=None, names_filter=[hook], **kwargs)
     acts = cache[hook]
