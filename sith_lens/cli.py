@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
     toy.add_argument("--index", type=int, default=0, help="batch index within the seed (default: 0)")
     toy.set_defaults(func=_cmd_toyworld)
+    from sith_lens.lucid.commands import add_lucid_parser
+
+    add_lucid_parser(sub)
     return parser
 
 

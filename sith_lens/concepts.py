@@ -45,11 +45,21 @@ def text_fingerprint(model: Any) -> str:
     Example:
         >>> text_fingerprint(sl.load_clip("toy"))[:8]      # the same on every machine
     """
+    return model_fingerprint(model, towers=("text",))
+
+
+def model_fingerprint(model: Any, towers: Sequence[str] = ("vision", "text")) -> str:
+    """A hash of the weights of ``towers`` and of the tokenizer: what decides activations.
+
+    Example:
+        >>> model_fingerprint(sl.load_clip("toy"))[:8]
+    """
     h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(model.text.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    for tower in towers:
+        for name, t in sorted(getattr(model, tower).state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     tok = getattr(model, "tokenizer", None)
     if tok is not None:
         h.update(f"{type(tok).__name__}:{len(tok)}".encode())

@@ -13,8 +13,12 @@ Inputs (the ``vision_hook`` / ``text_hook`` arguments):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from typing import Any, Sequence
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -116,42 +120,34 @@ def _compact(acts: Tensor, ids: Tensor, keep: Tensor, width: int) -> tuple[Tenso
     return out, out_ids, positions, mask
 
 
-def collect_pairs(
-    model: Any,
-    pixel_batches: Any,
-    caption_batches: Any,
-    n_batches: int,
-    vision_hook: str = JOINT,
-    text_hook: str = JOINT,
-    metadata: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> PairedActivations:
-    """Run ``model`` over batches of (pixels, captions), one caption per image, and gather the
-    activations LUCID trains on.
-
-    Args:
-        pixel_batches / caption_batches: iterables of ``[B, 3, H, W]`` pixels and lists of B strings.
-        n_batches: how many batches they yield (for the progress bar).
-
-    Example:
-        >>> acts = collect_pairs(model, [model.preprocess(images)], [captions], n_batches=1)
-    """
+def _patch_activations(model: Any, pixel_batches: Any, n_batches: int, hook: str, progress: bool) -> Tensor:
     from tqdm.auto import tqdm
 
-    patches, token_batches = [], []
-    for pixels, captions in tqdm(zip(pixel_batches, caption_batches), total=n_batches,
-                                 desc="LUCID activations", unit="batch", disable=not progress):
-        if len(captions) != pixels.shape[0]:
-            raise ValueError(f"{pixels.shape[0]} images but {len(captions)} captions in a batch; pair them one to one")
-        patches.append(image_patch_activations(model, pixels.to(model.vision.embed.W_E.device), vision_hook).float().cpu())
-        acts, ids, keep = caption_token_activations(model, captions, text_hook)
-        token_batches.append((acts.float().cpu(), ids.cpu(), keep.cpu(), list(captions)))
-    if not patches:
-        raise ValueError("no image-caption pairs to collect")
-    width = max(int(keep.sum(1).max()) for _, _, keep, _ in token_batches)
-    parts = [_compact(acts, ids, keep, width) for acts, ids, keep, _ in token_batches]
-    tokens, token_ids, positions, mask = (torch.cat(x) for x in zip(*parts))
-    captions = [c for *_, caps in token_batches for c in caps]
+    device = model.vision.embed.W_E.device
+    parts = [
+        image_patch_activations(model, pixels.to(device), hook).float().cpu()
+        for pixels in tqdm(pixel_batches, total=n_batches, desc="LUCID image activations", unit="batch",
+                           disable=not progress)
+    ]
+    if not parts:
+        raise ValueError("no images to collect")
+    return torch.cat(parts)
+
+
+def _token_activations(model: Any, caption_batches: Any, n_batches: int, hook: str, progress: bool) -> tuple:
+    """Tokens of every caption, left-aligned into slots, with ids, positions, mask, strings, weights."""
+    from tqdm.auto import tqdm
+
+    raw, captions = [], []
+    for batch in tqdm(caption_batches, total=n_batches, desc="LUCID caption activations", unit="batch",
+                      disable=not progress):
+        acts, ids, keep = caption_token_activations(model, list(batch), hook)
+        raw.append((acts.float().cpu(), ids.cpu(), keep.cpu()))
+        captions.extend(batch)
+    if not raw:
+        raise ValueError("no captions to collect")
+    width = max(int(keep.sum(1).max()) for _, _, keep in raw)
+    tokens, token_ids, positions, mask = (torch.cat(x) for x in zip(*(_compact(*r, width) for r in raw)))
     strings = [token_strings(model.tokenizer, row[m].tolist()) for row, m in zip(token_ids, mask)]
     weights = torch.zeros(mask.shape)
     for i, row in enumerate(strings):
@@ -159,14 +155,145 @@ def collect_pairs(
     no_content = (weights.sum(1) == 0).nonzero().flatten().tolist()
     if no_content:
         raise ValueError(f"captions {no_content[:10]} have no content word, e.g. {captions[no_content[0]]!r}")
-    patches_t = torch.cat(patches)
-    grid = int(round(patches_t.shape[1] ** 0.5))
+    return tokens, token_ids, positions, mask, weights, strings, captions
+
+
+def collect_pairs(
+    model: Any,
+    pixel_batches: Any,
+    caption_batches: Any,
+    n_batches: int,
+    vision_hook: str = JOINT,
+    text_hook: str = JOINT,
+    image_index: Tensor | None = None,
+    caption_batch_count: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> PairedActivations:
+    """Run ``model`` over batches of images and of captions and gather the activations LUCID trains on.
+
+    Args:
+        pixel_batches / caption_batches: iterables of ``[B, 3, H, W]`` pixels and of lists of strings.
+        n_batches: how many pixel batches there are (for the progress bar); also the number of
+            caption batches unless ``caption_batch_count`` says otherwise.
+        image_index: the image of each caption (default: caption i describes image i).
+
+    Example:
+        >>> acts = collect_pairs(model, [model.preprocess(images)], [captions], n_batches=1)
+    """
+    patches = _patch_activations(model, pixel_batches, n_batches, vision_hook, progress)
+    tokens, token_ids, positions, mask, weights, strings, captions = _token_activations(
+        model, caption_batches, caption_batch_count or n_batches, text_hook, progress
+    )
+    if image_index is None:
+        if len(captions) != len(patches):
+            raise ValueError(f"{len(patches)} images but {len(captions)} captions; pair them one to one "
+                             "or pass image_index")
+        image_index = torch.arange(len(captions))
+    grid = int(round(patches.shape[1] ** 0.5))
     meta = {"model_name": model.cfg.model_name, "hook_name_vision": vision_hook, "hook_name_text": text_hook,
             "function_word_weight": FUNCTION_WORD_WEIGHT, **(metadata or {})}
     return PairedActivations(
-        patches_t, tokens, mask, weights, token_ids, positions, torch.arange(len(captions)), grid,
-        strings, captions, meta,
+        patches, tokens, mask, weights, token_ids, positions, image_index, grid, strings, captions, meta,
     )
+
+
+def read_captions_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> tuple[list[Path], list[str], list[int]]:
+    """Read a captions file: one JSON object per line, ``{"image": "cat.jpg", "caption": "a cat"}``;
+    an image may have several lines. Image paths are relative to ``image_root`` (default: the
+    file's folder). Returns the distinct images, the captions and each caption's image index.
+
+    Example:
+        >>> images, captions, index = read_captions_jsonl("data/captions.jsonl")
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    if not path.is_file():
+        raise FileNotFoundError(f"no captions file at {path}; write one JSON object per line: "
+                                '{"image": "file.jpg", "caption": "..."}')
+    images: dict[Path, int] = {}
+    captions, index = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number} is not valid JSON ({err})") from err
+        if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not isinstance(row.get("caption"), str):
+            raise ValueError(f'{path}:{number} must be an object with string fields "image" and "caption"')
+        if not row["caption"].strip():
+            raise ValueError(f"{path}:{number} has an empty caption; every image needs words")
+        image = (root / row["image"]).resolve()
+        if not image.is_file():
+            raise FileNotFoundError(f"{path}:{number} names {row['image']!r}, which is not a file under {root}")
+        index.append(images.setdefault(image, len(images)))
+        captions.append(row["caption"])
+    if not captions:
+        raise ValueError(f"{path} holds no captions")
+    return list(images), captions, index
+
+
+def collect_folder_activations(
+    model: Any,
+    captions_file: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    vision_hook: str = JOINT,
+    text_hook: str = JOINT,
+    progress: bool = True,
+) -> PairedActivations:
+    """LUCID data from your own images: a captions JSONL (``read_captions_jsonl``) and the images
+    it names, preprocessed with the model's own image processor.
+
+    Example:
+        >>> acts = collect_folder_activations(model, "data/captions.jsonl")
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    images, captions, index = read_captions_jsonl(captions_file, image_root)
+
+    def pixel_batches():
+        for start in range(0, len(images), batch_size):
+            loaded = []
+            for file in images[start:start + batch_size]:
+                try:
+                    with Image.open(file) as im:
+                        loaded.append(im.convert("RGB"))
+                except (UnidentifiedImageError, OSError) as err:
+                    raise ValueError(f"cannot read image {file} ({err}); remove it from the captions file") from err
+            yield model.preprocess(loaded)
+
+    def caption_batches():
+        for start in range(0, len(captions), batch_size):
+            yield captions[start:start + batch_size]
+
+    return collect_pairs(
+        model, pixel_batches(), caption_batches(), -(-len(images) // batch_size), vision_hook, text_hook,
+        image_index=torch.tensor(index), caption_batch_count=-(-len(captions) // batch_size),
+        metadata={"source": f"folder:{Path(captions_file).resolve()}"}, progress=progress,
+    )
+
+
+def cached(model: Any, spec: dict[str, Any], build: Callable[[], PairedActivations], use_cache: bool = True) -> PairedActivations:
+    """``build()``, or its result from an earlier call with the same model weights and ``spec``,
+    kept under ``$SITH_LENS_CACHE/lucid/``.
+
+    Example:
+        >>> acts = cached(model, {"toy_pairs": 4096, "seed": 0}, lambda: collect_toy_activations(model, 4096))
+    """
+    from ..concepts import cache_dir, model_fingerprint
+
+    if not use_cache:
+        return build()
+    key = hashlib.blake2b(json.dumps([model_fingerprint(model), spec], sort_keys=True).encode(), digest_size=12).hexdigest()
+    folder = cache_dir() / "lucid" / key
+    if (folder / "activations.safetensors").is_file():
+        logger.info("LUCID activations from the cache at %s", folder)
+        return PairedActivations.load(folder)
+    acts = build()
+    acts.save(folder)
+    return acts
 
 
 def collect_toy_activations(
