@@ -376,3 +376,92 @@ def test_splicing_excludes_special_positions(toy):
     assert not torch.allclose(out[~special], clean["blocks.1.hook_resid_post"][~special], atol=1e-3)
     with pytest.raises(ValueError, match="no hook"):
         toy.vision.add_sae(sae, hook_name="blocks.99.hook_resid_post")
+
+
+# -- your own data, the command line, evaluation --------------------------------------------------------
+def _write_folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / name)
+    Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(tmp_path / "gray.png")
+    lines = [{"image": "a.png", "caption": "a red circle"}, {"image": "b.png", "caption": "a blue square"},
+             {"image": "a.png", "caption": "a large red circle at the top"}, {"image": "gray.png", "caption": "a star"}]
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return tmp_path / "captions.jsonl"
+
+
+def test_folder_collection_pairs_captions_with_their_images(toy, tmp_path):
+    from sith_lens.lucid.collect import collect_folder_activations
+
+    captions = _write_folder(tmp_path)
+    acts = collect_folder_activations(toy, captions, batch_size=2, progress=False)
+    assert acts.patches.shape == (3, 64, 128) and len(acts) == 4
+    assert acts.image_index.tolist() == [0, 1, 0, 2]
+    assert acts.token_strings[2] == ["a", "large", "red", "circle", "at", "the", "top"]
+    direct = sith_lens.collect_pairs(toy, [toy.preprocess([str(tmp_path / "b.png")])], [["a blue square"]],
+                                     n_batches=1, progress=False)
+    torch.testing.assert_close(acts.patches[1], direct.patches[0])
+
+
+@pytest.mark.parametrize("line, message", [
+    ("not json", "not valid JSON"),
+    ('{"image": "a.png"}', "string fields"),
+    ('{"image": "a.png", "caption": " "}', "empty caption"),
+    ('{"image": "missing.png", "caption": "a cat"}', "not a file"),
+])
+def test_bad_captions_files_are_rejected(tmp_path, line, message):
+    from sith_lens.lucid.collect import read_captions_jsonl
+
+    _write_folder(tmp_path)
+    (tmp_path / "bad.jsonl").write_text('{"image": "a.png", "caption": "ok"}\n' + line + "\n")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        read_captions_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_cli_trains_and_reports(tmp_path, capsys, monkeypatch):
+    from sae_lens import SAE
+
+    from sith_lens.cli import main
+
+    monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
+    args = ["lucid", "train", "--toy-pairs", "120", "--steps", "6", "--batch-size", "8", "--d-sae", "96",
+            "--n-private", "8", "--k-shared", "4", "--holdout", "20", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pairs"] == 100 and 0 < summary["holdout"]["fvu_vision"] < 2
+    assert summary["holdout"]["l0_vision"] <= 4 + 2
+    assert type(SAE.load_from_disk(tmp_path / "run" / "final")).__name__ == "LucidSAE"
+    assert len(list((tmp_path / "cache" / "lucid").iterdir())) == 1  # activations cached for the next run
+    assert main(["lucid", "train", "--model", "random:tiny", "--out", str(tmp_path / "x")]) == 2
+    assert "--captions" in capsys.readouterr().err
+
+
+class _FixedCodes:
+    """A duck-typed SAE whose codes are given: one shared latent per object slot."""
+
+    def __init__(self, patch_codes, token_codes):
+        from types import SimpleNamespace
+
+        self.cfg = SimpleNamespace(d_sae=patch_codes.shape[-1], n_private_vision=0, n_private_text=0)
+        self.vision = SimpleNamespace(encode=lambda x: patch_codes)
+        self.text = SimpleNamespace(encode=lambda x: token_codes)
+
+
+def test_pointing_game_scores_peaks_against_object_masks(toy_acts):
+    acts = toy_acts.subset(torch.arange(20))
+    batch = acts.pair_batch(torch.arange(20))
+    labels = acts.extras["image.patch_labels"].reshape(20, -1)
+    objects = acts.extras["pair.token_objects"][:, : batch.tokens.shape[1]]
+    # latent o fires on object o's patches and on the words that name object o: every peak is right
+    patch_codes = torch.stack([(labels == o).float() for o in range(3)], -1)
+    token_codes = torch.stack([(objects == o).float() for o in range(3)], -1)
+    from sith_lens.lucid.evaluate import pointing_game
+
+    assert pointing_game(_FixedCodes(patch_codes, token_codes), acts)["pointing_game"] == 1.0
+    # words pointing at the wrong object's latent miss every time
+    wrong = token_codes.roll(1, dims=-1)
+    score = pointing_game(_FixedCodes(patch_codes, wrong), acts)
+    assert score["pointing_game"] == 0.0 and score["words"] > 20
