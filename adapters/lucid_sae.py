@@ -342,6 +342,10 @@ def register_inference() -> None:
 
 
 register_inference()
-# The training classes register when their module is imported; import it here so that loading
-# either class registers both. It is imported last, after every name above exists.
+# The training classes register when their module is imported, and the packaged release when
+# lucid_release's register_release runs; both are done here so that loading this module sets up
+# everything. They come last, after every name above exists.
 from . import lucid_training  # noqa: E402,F401
+from .lucid_release import register_release  # noqa: E402
+
+register_release()

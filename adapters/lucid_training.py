@@ -58,6 +58,7 @@ class TrainingLucidSAEConfig(TrainingSAEConfig):
     #: GCMT settings (``sith_lens.lucid.transport.GCMTConfig``).
     ot_eps: float = GCMTConfig.eps
     ot_iterations: int = GCMTConfig.n_iter
+    ot_patch_mass: float = GCMTConfig.patch_mass
     ot_context_weight: float = GCMTConfig.context_weight
     ot_context_temperature: float = GCMTConfig.context_temperature
     ot_grid_sigma: float = GCMTConfig.grid_sigma
@@ -82,7 +83,7 @@ class TrainingLucidSAEConfig(TrainingSAEConfig):
     def gcmt(self) -> GCMTConfig:
         """The transport settings as a GCMTConfig."""
         return GCMTConfig(
-            eps=self.ot_eps, n_iter=self.ot_iterations, context_weight=self.ot_context_weight,
+            eps=self.ot_eps, n_iter=self.ot_iterations, patch_mass=self.ot_patch_mass, context_weight=self.ot_context_weight,
             context_temperature=self.ot_context_temperature, grid_sigma=self.ot_grid_sigma,
             n_negatives=self.ot_negatives, nce_temperature=self.ot_nce_temperature,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .lucid_sae import ARCHITECTURE, LucidSAE, LucidSAEConfig, LucidView, LucidViewConfig, register_inference
+from .lucid_release import RELEASE, register_release
 from .lucid_training import LucidTrainer, TrainingLucidSAE, TrainingLucidSAEConfig, register_training, train_lucid
 
 __all__ = [
@@ -34,6 +35,7 @@ def register() -> None:
     """
     register_inference()
     register_training()
+    register_release()
 
 
 def load_lucid(path: str | os.PathLike, device: str = "cpu") -> LucidSAE:

@@ -166,12 +166,13 @@ def test_gcmt_loss_marginals_prior_and_gradient():
     weights = torch.ones(b, length)
     weights[:, 4:] = 0
     weights[:, 0] = 0.1
-    cfg = GCMTConfig(n_iter=200)
+    cfg = GCMTConfig(n_iter=200, patch_mass=0.4)
     log_prior = guidance_prior(torch.randn(b, n, 8), torch.randn(b, length, 8), grid=4, cfg=cfg)
     torch.testing.assert_close(log_prior.exp().sum(1), torch.ones(b, length))
     out = gcmt_loss(zp, zt, weights, log_prior, grid=4, cfg=cfg, generator=torch.Generator().manual_seed(0))
     assert out.marginal_error < 1e-3
-    torch.testing.assert_close(out.plans.sum(-2), weights / weights.sum(1, keepdim=True), atol=1e-3, rtol=0)
+    torch.testing.assert_close(out.plans.sum(-2), 0.4 * weights / weights.sum(1, keepdim=True), atol=1e-3, rtol=0)
+    assert (out.plans.sum(-1) <= 1 / n + 1e-3).all()  # no patch gives more than its mass
     assert out.nce > 0 and out.loss.requires_grad
     out.loss.backward()
     assert zp.grad.abs().sum() > 0 and zt.grad[:, 4:].abs().sum() == 0  # padding gets no gradient

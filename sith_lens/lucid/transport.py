@@ -7,10 +7,12 @@ plan T* solves
 
     min_T <T, C> + eps * KL(T || G)   with   T 1 = a (uniform over patches),  T^T 1 = b (token weights)
 
-where G is the guidance prior (``guidance_prior``). KL(T || G) with fixed marginals differs from
+where G is the guidance prior (``guidance_prior``), made partial: only ``patch_mass`` of the
+patch mass goes to words, the rest to a "no word" column, so that background patches need not be
+matched to any word (the dustbin trick; ``patch_mass=1`` is balanced OT). KL(T || G) with fixed marginals differs from
 the negative entropy of T only by <T, -log G> plus a constant, so POT's entropic log-domain
 Sinkhorn on the cost ``C - eps * log G`` gives the same plan. The plan is detached (envelope
-theorem): gradients flow through C only. The transport distance is D(i, j) = <T*, C>; the loss
+theorem): gradients flow through C only. The transport distance is D(i, j) = <T*, C> / patch_mass; the loss
 pulls matched pairs together and, with in-batch negatives, contrasts each image against a few other
 captions of the batch and each caption against a few other images (InfoNCE on -D / temperature), so
 that constant shared codes, which make every distance zero, do not minimise it.
@@ -39,6 +41,10 @@ class GCMTConfig:
     eps: float = 0.05
     #: Sinkhorn iterations (log domain, fp32).
     n_iter: int = 50
+    #: Share of an image's patch mass that is matched to words (partial transport); the rest goes
+    #: to a "no word" column at a constant cost, so background patches need not match any word.
+    #: 1 is balanced OT, where every patch must be matched.
+    patch_mass: float = 0.5
     #: Contextual guidance: weight of the frozen model's own patch-token similarity in the prior
     #: (0 turns it off; the rest of the prior is uniform over patches).
     context_weight: float = 0.5
@@ -58,6 +64,7 @@ class GCMTConfig:
         checks = {
             "eps": self.eps > 0,
             "n_iter": self.n_iter >= 1,
+            "patch_mass": 0.0 < self.patch_mass <= 1.0,
             "n_negatives": self.n_negatives >= 0,
             "context_weight": 0.0 <= self.context_weight < 1.0,
             "context_temperature": self.context_temperature > 0,
@@ -67,7 +74,7 @@ class GCMTConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
-                f"invalid GCMT settings {bad}: need eps > 0, n_iter >= 1, n_negatives >= 0, 0 <= context_weight < 1, "
+                f"invalid GCMT settings {bad}: need eps > 0, n_iter >= 1, 0 < patch_mass <= 1, n_negatives >= 0, 0 <= context_weight < 1, "
                 f"context_temperature > 0, grid_sigma >= 0, nce_temperature > 0; got {self}"
             )
 
@@ -81,7 +88,8 @@ class GCMTOutput(NamedTuple):
     matched_distance: Float[Tensor, ""]
     #: The InfoNCE term (0 without negatives).
     nce: Float[Tensor, ""]
-    #: The matched pairs' plans, detached: [pairs, patches, tokens].
+    #: The matched pairs' plans to the words, detached: [pairs, patches, tokens]; each token's
+    #: column sums to ``patch_mass`` times its marginal.
     plans: Float[Tensor, "B N L"]
     #: Largest deviation of a plan's marginals from (a, b) before grid smoothing.
     marginal_error: float
@@ -213,12 +221,16 @@ def gcmt_loss(
     n_pairs, n_patches, _ = patch_codes.shape
     patch_codes, token_codes = patch_codes.float(), token_codes.float()
     b = token_marginals(token_weights.float())
-    a = torch.full((n_pairs, n_patches), 1.0 / n_patches, device=patch_codes.device)
     smooth = grid_kernel(grid, cfg.grid_sigma, patch_codes.device)
 
+    def distances(cost: Tensor, log_q: Tensor | None, b_words: Tensor) -> tuple[Tensor, Tensor, float]:
+        """Transport distance per problem, the word part of each plan, and the marginal error."""
+        plans, error = _partial_plans(cost if log_q is None else cost - cfg.eps * log_q, b_words, cfg)
+        words = plans[..., : cost.shape[-1]]
+        return ((smooth @ words) * cost).sum((-1, -2)) / cfg.patch_mass, words, error
+
     cost = cosine_cost(patch_codes, token_codes)
-    plans, error = sinkhorn_plans(cost - cfg.eps * log_prior, a, b, cfg.eps, cfg.n_iter)
-    matched = ((smooth @ plans) * cost).sum((-1, -2))
+    matched, plans, error = distances(cost, log_prior, b)
     matched_distance = matched.mean()
     nce = matched_distance.new_zeros(())
     n_neg = min(cfg.n_negatives, n_pairs - 1)
@@ -230,11 +242,9 @@ def gcmt_loss(
         captions = (images[:, None] + shifts[None]) % n_pairs  # [B, S]
         neg_cost = cosine_cost(patch_codes[:, None], token_codes[captions])  # [B, S, N, L]
         flat = neg_cost.reshape(n_pairs * n_neg, n_patches, -1)
-        neg_plans, neg_error = sinkhorn_plans(
-            flat, a.repeat_interleave(n_neg, 0), b[captions].reshape(n_pairs * n_neg, -1), cfg.eps, cfg.n_iter
-        )
+        negative, _, neg_error = distances(flat, None, b[captions].reshape(n_pairs * n_neg, -1))
         error = max(error, neg_error)
-        negative = ((smooth @ neg_plans) * flat).sum((-1, -2)).reshape(n_pairs, n_neg)
+        negative = negative.reshape(n_pairs, n_neg)
         image_to_text = torch.cat([matched[:, None], negative], 1)
         text_to_image = torch.cat([matched[:, None], negative[(images[:, None] - shifts[None]) % n_pairs,
                                                                torch.arange(n_neg, device=images.device)[None]]], 1)
@@ -244,3 +254,16 @@ def gcmt_loss(
     if not math.isfinite(error):
         raise FloatingPointError("Sinkhorn produced non-finite plans; check the codes for NaN")
     return GCMTOutput(matched_distance + nce, matched_distance, nce, plans.detach(), error)
+
+
+def _partial_plans(cost: Float[Tensor, "P N L"], b: Float[Tensor, "P L"], cfg: GCMTConfig) -> tuple[Tensor, float]:
+    """Plans that move ``patch_mass`` of the uniform patch mass to the words (marginal
+    ``patch_mass * b``) and the rest to an extra "no word" column of constant cost (zero: a
+    constant there changes no plan, since that column's mass is fixed)."""
+    n_problems, n_patches, _ = cost.shape
+    a = torch.full((n_problems, n_patches), 1.0 / n_patches, device=cost.device)
+    if cfg.patch_mass >= 1.0:
+        return sinkhorn_plans(cost, a, b, cfg.eps, cfg.n_iter)
+    dustbin = cost.new_zeros(n_problems, n_patches, 1)
+    b_all = torch.cat([cfg.patch_mass * b, b.new_full((n_problems, 1), 1.0 - cfg.patch_mass)], 1)
+    return sinkhorn_plans(torch.cat([cost.detach(), dustbin], -1), a, b_all, cfg.eps, cfg.n_iter)
