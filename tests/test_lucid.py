@@ -466,3 +466,52 @@ def test_pointing_game_scores_peaks_against_object_masks(toy_acts):
     wrong = token_codes.roll(1, dims=-1)
     score = pointing_game(_FixedCodes(patch_codes, wrong), acts)
     assert score["pointing_game"] == 0.0 and score["words"] > 20
+
+
+# -- interpretation ------------------------------------------------------------------------------------
+def test_slot_words_merge_pieces_for_each_tokenizer_family():
+    from sith_lens.lucid.interpret import slot_words
+
+    assert slot_words(["▁a", "▁bath", "room"]) == ["a", "bathroom", "bathroom"]
+    assert slot_words(["Ġa", "Ġbath", "room", ","]) == ["a", "bathroom", "bathroom", "bathroom"]
+    assert slot_words(["a</w>", "bath", "room</w>", "red</w>"]) == ["a", "bathroom", "bathroom", "red"]
+    assert slot_words(["a", "red", "circle"]) == ["a", "red", "circle"]
+
+
+def test_cluster_terms_groups_near_embeddings():
+    from sith_lens.lucid.interpret import category, cluster_terms
+
+    e = torch.tensor([[1.0, 0.0], [0.95, 0.05], [0.0, 1.0]])
+    clusters = cluster_terms(["bus", "buses", "cat"], [1.0, 2.0, 2.5], e, threshold=0.3)
+    assert clusters == [[1, 0], [2]]  # heaviest cluster first, heaviest term first
+    assert category("red") == "color" and category("striped") == "texture" and category("dog") == "object"
+
+
+def test_labels_recover_a_planted_dictionary(toy, toy_acts):
+    """Latent c fires on the tokens naming colour c and on the patches of objects of colour c:
+    term clustering must label it with that colour, and its top patches must lie on such objects."""
+    from sith_lens.lucid.interpret import label_latents
+    from sith_lens.toyworld.attributes import ATTRIBUTES, COLORS
+
+    acts = toy_acts.subset(torch.arange(60))
+    batch = acts.pair_batch(torch.arange(60))
+    color = ATTRIBUTES.index("color")
+    labels = acts.extras["image.patch_labels"].reshape(60, -1)
+    values = acts.extras["image.values"][:, :, color]  # [I, 3]
+    patch_color = torch.where(labels >= 0, values.gather(1, labels.clamp_min(0)), -1)
+    patch_codes = torch.stack([(patch_color == c).float() for c in range(len(COLORS))], -1)
+    width = batch.tokens.shape[1]
+    token_color = torch.full((60, width), -1)
+    for p, row in enumerate(acts.token_strings):
+        for slot, token in enumerate(row[:width]):
+            if token in COLORS:
+                token_color[p, slot] = COLORS.index(token)
+    token_codes = torch.stack([(token_color == c).float() for c in range(len(COLORS))], -1)
+    report = label_latents(_FixedCodes(patch_codes, token_codes), acts, toy, n_top_patches=5)
+    for c, name in enumerate(COLORS):
+        entry = report.label_of(c)
+        if entry.token_frequency == 0:
+            continue  # a colour no caption of these 60 names
+        assert (entry.label, entry.category, entry.purity) == (name, "color", 1.0)
+        for image, row, col, _ in entry.top_patches:
+            assert patch_color[image, row * acts.grid + col] == c
