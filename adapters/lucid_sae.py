@@ -57,8 +57,25 @@ def check_lucid_shape(cfg: Any) -> None:
         raise ValueError("invalid LUCID config: " + "; ".join(problems))
 
 
+class LucidShape:
+    """What LUCID's inference and training configs share besides their fields."""
+
+    d_sae: int
+    n_private_vision: int
+    n_private_text: int
+
+    @classmethod
+    def architecture(cls) -> str:
+        return ARCHITECTURE
+
+    @property
+    def n_shared(self) -> int:
+        """Latents in the shared block."""
+        return self.d_sae - self.n_private_vision - self.n_private_text
+
+
 @dataclass
-class LucidSAEConfig(SAEConfig):
+class LucidSAEConfig(LucidShape, SAEConfig):
     """A LUCID SAE's shape. ``d_sae`` counts every latent: shared, vision-private, text-private.
 
     ``metadata`` carries ``hook_name_vision`` and ``hook_name_text`` (``"hook_joint_tokens"`` for the
@@ -77,14 +94,6 @@ class LucidSAEConfig(SAEConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_lucid_shape(self)
-
-    @classmethod
-    def architecture(cls) -> str:
-        return ARCHITECTURE
-
-    @property
-    def n_shared(self) -> int:
-        return self.d_sae - self.n_private_vision - self.n_private_text
 
 
 class LucidWeights(nn.Module):

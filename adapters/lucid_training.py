@@ -35,11 +35,11 @@ from sith_lens.lucid.data import PairedActivations, PairedBatch
 from sith_lens.lucid.sparse import MODALITIES, auxk_loss, fvu, normalize_rows_, remove_parallel_gradient
 from sith_lens.lucid.transport import GCMTConfig, gcmt_loss, guidance_prior
 
-from .lucid_sae import ARCHITECTURE, LucidSAE, LucidSAEConfig, LucidWeights, check_lucid_shape, register_in
+from .lucid_sae import LucidSAE, LucidSAEConfig, LucidShape, LucidWeights, check_lucid_shape, register_in
 
 
 @dataclass(kw_only=True)
-class TrainingLucidSAEConfig(TrainingSAEConfig):
+class TrainingLucidSAEConfig(LucidShape, TrainingSAEConfig):
     """A LUCID SAE's shape plus its training losses. Defaults are our choices (lucid_spec.md §3.3 [R])."""
 
     n_private_vision: int = 0
@@ -71,14 +71,6 @@ class TrainingLucidSAEConfig(TrainingSAEConfig):
         if self.ot_coefficient < 0 or self.aux_loss_coefficient < 0 or self.k_aux < 1:
             raise ValueError("ot_coefficient and aux_loss_coefficient must be >= 0 and k_aux >= 1")
         self.gcmt()  # validates the OT settings
-
-    @classmethod
-    def architecture(cls) -> str:
-        return ARCHITECTURE
-
-    @property
-    def n_shared(self) -> int:
-        return self.d_sae - self.n_private_vision - self.n_private_text
 
     def gcmt(self) -> GCMTConfig:
         """The transport settings as a GCMTConfig."""

@@ -55,6 +55,8 @@ _LAZY = {
     "read_groups_csv": "sith_lens.zeroshot",
     "collect_toy_activations": "sith_lens.lucid.collect",
     "collect_pairs": "sith_lens.lucid.collect",
+    "collect_folder_activations": "sith_lens.lucid.collect",
+    "label_latents": "sith_lens.lucid.interpret",
     "PairedActivations": "sith_lens.lucid.data",
     "LucidSAE": "sith_lens.adapters.sae_lens",
     "LucidSAEConfig": "sith_lens.adapters.sae_lens",

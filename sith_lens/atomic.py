@@ -70,6 +70,9 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp creates 0700; give the folder the usual permissions
+        for file in tmp.rglob("*"):  # and its files (some writers create them 0600)
+            if file.is_file():
+                file.chmod(0o666 & ~umask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -515,3 +515,20 @@ def test_labels_recover_a_planted_dictionary(toy, toy_acts):
         assert (entry.label, entry.category, entry.purity) == (name, "color", 1.0)
         for image, row, col, _ in entry.top_patches:
             assert patch_color[image, row * acts.grid + col] == c
+
+
+# -- the packaged release --------------------------------------------------------------------------------
+def test_packaged_release_loads_offline_and_reconstructs(toy_acts):
+    from sae_lens import SAE
+    from sae_lens.loading.pretrained_sae_loaders import load_sae_config_from_huggingface
+
+    from sith_lens.lucid.evaluate import reconstruction_report
+
+    sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
+    assert type(sae).__name__ == "LucidSAE" and sae.cfg.d_in == 128
+    assert sae.cfg.metadata.model_name == "toy" and sae.vision.cfg.metadata.hook_name == "hook_joint_tokens"
+    assert load_sae_config_from_huggingface("sith-lens-toy-lucid", "final")["architecture"] == "lucid"
+    report = reconstruction_report(sae, toy_acts)
+    assert report["fvu_vision"] < 0.3 and report["fvu_text"] < 0.3, report
+    with pytest.raises(ValueError, match="not found"):
+        SAE.from_pretrained("sith-lens-toy-lucid", "missing")

@@ -32,7 +32,7 @@ RECIPE: dict[str, Any] = {
     "k_shared": 8,
     "k_private": 2,
     "ot_coefficient": 0.5,
-    "steps": 1500,
+    "steps": 2000,
     "batch_size": 32,
     "lr": 1e-3,
     "seed": 0,
