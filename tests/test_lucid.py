@@ -532,3 +532,28 @@ def test_packaged_release_loads_offline_and_reconstructs(toy_acts):
     assert report["fvu_vision"] < 0.3 and report["fvu_text"] < 0.3, report
     with pytest.raises(ValueError, match="not found"):
         SAE.from_pretrained("sith-lens-toy-lucid", "missing")
+
+
+def test_cli_label_and_ground_with_the_release(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from sith_lens.cli import main
+    from sith_lens.lucid.interpret import LucidReport
+    from sith_lens.toyworld import ToyWorld
+
+    monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
+    assert main(["lucid", "label", "--toy-pairs", "96", "--seed", "9", "--out", str(tmp_path / "labels.json")]) == 0
+    report = LucidReport.from_json(tmp_path / "labels.json")
+    labelled = [x for x in report.labels if x.label]
+    assert len(report.labels) == 768 and labelled
+    assert all(0.4 <= x.purity <= 1 and x.category for x in labelled)
+    batch = ToyWorld(seed=9).batch(0, 1)
+    Image.fromarray(batch.images[0]).save(tmp_path / "scene.png")
+    args = ["lucid", "ground", "--image", str(tmp_path / "scene.png"), "--caption", batch.texts[0],
+            "--out", str(tmp_path / "ground.json")]
+    assert main(args) == 0
+    heat = json.loads((tmp_path / "ground.json").read_text())["heatmaps"]
+    assert heat and all(len(h) == 8 and len(h[0]) == 8 for h in heat.values())
+    assert not {"a", "the", "at"} & set(heat)  # function words are left out by default
+    assert main(args[:-2] + ["--word", "zebra", "--out", str(tmp_path / "x.json")]) == 2
+    assert "not a word of the caption" in capsys.readouterr().err

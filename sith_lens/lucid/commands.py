@@ -81,6 +81,71 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_sae(spec: str) -> Any:
+    from sith_lens.adapters.sae_lens import RELEASE, load_lucid
+
+    if spec == RELEASE:
+        from sae_lens import SAE
+
+        return SAE.from_pretrained(RELEASE, "final")
+    return load_lucid(spec)
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from sith_lens.adapters.loading import load_clip
+
+    from .interpret import label_latents
+
+    sae = _load_sae(args.sae)
+    acts = _collect(args, use_cache=True)
+    report = label_latents(sae, acts, load_clip(args.model), threshold=args.threshold, min_purity=args.min_purity)
+    report.to_json(args.out)
+    labelled = [x for x in report.labels if x.label]
+    print(f"{len(labelled)} of {len(report.labels)} shared latents labelled (purity >= {args.min_purity}); "
+          f"categories: {dict(Counter(x.category for x in labelled).most_common())}")
+    for x in sorted(labelled, key=lambda x: -x.purity * x.token_frequency)[: args.show]:
+        print(f"  latent {x.latent:>5}  {x.label:<14} purity {x.purity:.2f}  {x.category:<9} cluster {x.cluster[:4]}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_ground(args: argparse.Namespace) -> int:
+    import torch
+
+    from sith_lens.adapters.loading import load_clip
+
+    from .collect import caption_token_activations, image_patch_activations, token_strings
+    from .interpret import slot_words, word_heatmap
+    from .terms import FUNCTION_WORDS
+
+    sae = _load_sae(args.sae)
+    model = load_clip(args.model)
+    hooks = (sae.cfg.metadata.get("hook_name_vision") or JOINT, sae.cfg.metadata.get("hook_name_text") or JOINT)
+    patches = image_patch_activations(model, model.preprocess([args.image]), hooks[0])[0]
+    acts, ids, keep = caption_token_activations(model, [args.caption], hooks[1])
+    pieces = token_strings(model.tokenizer, ids[0][keep[0]].tolist())
+    words = slot_words(pieces)
+    tokens = acts[0][keep[0]]
+    wanted = [w.lower() for w in args.word] if args.word else sorted({w for w in words if w and w not in FUNCTION_WORDS})
+    maps = {}
+    for word in wanted:
+        slots = [i for i, w in enumerate(words) if w == word]
+        if not slots:
+            raise ValueError(f"{word!r} is not a word of the caption; its words are {sorted(set(words))}")
+        maps[word] = word_heatmap(sae, patches, tokens, slots).tolist()
+    from ..atomic import write_text_atomic
+
+    write_text_atomic(args.out, json.dumps({"image": str(args.image), "caption": args.caption, "heatmaps": maps}))
+    grid = len(next(iter(maps.values())))
+    for word, heat in maps.items():
+        peak = int(torch.tensor(heat).argmax())
+        print(f"  {word:<12} peak at row {peak // grid}, column {peak % grid}")
+    print(f"wrote {args.out} ({len(maps)} heat maps, {grid}x{grid} patches)")
+    return 0
+
+
 def add_lucid_parser(sub: Any) -> None:
     """Add ``lucid collect`` and ``lucid train`` to the ``sith-lens`` parser."""
     lucid = sub.add_parser("lucid", help="LUCID: a unified vision-language SAE (collect activations, train)")
@@ -106,3 +171,21 @@ def add_lucid_parser(sub: Any) -> None:
     tr.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     tr.add_argument("--out", required=True, help="output folder")
     tr.set_defaults(func=_cmd_train)
+    lab = commands.add_parser("label", help="label every shared latent by term clustering; writes JSON")
+    _add_data_options(lab)
+    lab.add_argument("--sae", default="sith-lens-toy-lucid",
+                     help="a LUCID folder (OUT/final of `lucid train`) or the packaged release (default)")
+    lab.add_argument("--threshold", type=float, default=0.35, help="cosine distance under which term clusters merge")
+    lab.add_argument("--min-purity", type=float, default=0.4, help="leave latents below this purity unlabelled")
+    lab.add_argument("--show", type=int, default=12, help="labels to print (default 12)")
+    lab.add_argument("--out", default="lucid-labels.json", help="JSON file to write")
+    lab.set_defaults(func=_cmd_label)
+    gr = commands.add_parser("ground", help="heat maps of a caption's words over an image; writes JSON")
+    gr.add_argument("--sae", default="sith-lens-toy-lucid", help="as for `label`")
+    gr.add_argument("--model", default="toy", help="the model the SAE was trained on (default: toy)")
+    gr.add_argument("--image", required=True, help="an image file")
+    gr.add_argument("--caption", required=True, help="its caption")
+    gr.add_argument("--word", action="append", default=None,
+                    help="a word of the caption (repeatable; default: every content word)")
+    gr.add_argument("--out", default="lucid-ground.json", help="JSON file to write")
+    gr.set_defaults(func=_cmd_ground)

@@ -32,6 +32,7 @@ RECIPE: dict[str, Any] = {
     "k_shared": 8,
     "k_private": 2,
     "ot_coefficient": 0.5,
+    "ot_iterations": 50,
     "steps": 2000,
     "batch_size": 32,
     "lr": 1e-3,
@@ -54,6 +55,7 @@ def build(out: Path, recipe: dict[str, Any], progress: bool = True) -> dict[str,
     cfg = TrainingLucidSAEConfig(
         d_in=acts.d_in, d_sae=recipe["d_sae"], n_private_vision=recipe["n_private"], n_private_text=recipe["n_private"],
         k_shared=recipe["k_shared"], k_private=recipe["k_private"], ot_coefficient=recipe["ot_coefficient"],
+        ot_iterations=recipe["ot_iterations"],
     )
     cfg.metadata["model_name"] = "toy"
     sae = train_lucid(acts, cfg, steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
