@@ -10,6 +10,8 @@ Three measurements on held-out toy scenes (seed 32), each a figure the README qu
   patch and each word in the joint space (MaskCLIP-style), with no SAE.
 - ``release_pointing``: the packaged LUCID's pointing game split by the number of objects in the
   scene, and where the missed peaks land (another object or the background).
+- ``top_patches_on_background``: of the top patches of the packaged LUCID's labelled latents
+  (``label_latents``), the share that show background, against the background's share of all patches.
 
     python benchmarks/lucid_locality.py      # about a minute; the last line is JSON
 """
@@ -26,6 +28,7 @@ from sae_lens import SAE
 import sith_lens as sl
 from sith_lens.lucid.collect import collect_toy_activations
 from sith_lens.lucid.evaluate import encode_pairs, n_shared, word_heatmaps
+from sith_lens.lucid.interpret import label_latents
 from sith_lens.toyworld import ToyWorld
 from sith_lens.toyworld.attributes import ATTRIBUTES
 
@@ -99,6 +102,12 @@ def main() -> None:
     _, patch_codes, token_codes = encode_pairs(sae, acts)
     s = n_shared(sae)
     release = pointing_breakdown(patch_codes[..., :s], token_codes[..., :s], acts, batch)
+    report = label_latents(sae, acts, model)
+    labels = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
+    tops = [int(labels[i, r * acts.grid + c]) for x in report.labels if x.label for i, r, c, _ in x.top_patches]
+    background = {"top_patches_on_background": round(sum(t == -1 for t in tops) / max(len(tops), 1), 3),
+                  "background_share_of_patches": round(float((labels == -1).float().mean()), 3),
+                  "top_patches": len(tops)}
     probe = probes(model)
     for name, row in probe.items():
         print(f"{name:<28} colour from object patches {row['object_patches']:.3f}, from background patches "
@@ -108,7 +117,9 @@ def main() -> None:
         r = release[k]
         print(f"  LUCID, {k.replace('_', ' ')}: {r['pointing']:.3f} (peak on background {r['peak_on_background']:.3f}, "
               f"on another object {r['peak_on_other_object']:.3f})")
-    print(json.dumps({"probe": probe, "dense_pointing": dense, "release_pointing": release}))
+    print(f"top patches of labelled latents on background: {background['top_patches_on_background']:.3f} "
+          f"(background is {background['background_share_of_patches']:.3f} of all patches)")
+    print(json.dumps({"probe": probe, "dense_pointing": dense, "release_pointing": release, **background}))
 
 
 if __name__ == "__main__":
