@@ -3,7 +3,10 @@
 - ``sparse``: block Top-K codes, FVU, AuxK, the unit-norm decoder constraint;
 - ``transport``: GCMT, the guided optimal-transport loss between patch and token codes (POT);
 - ``terms``: caption tokens as terms, and their transport weights;
-- ``data`` / ``collect``: paired activations of a HookedCLIP, stored and served in seeded batches.
+- ``data`` / ``collect``: paired activations of a HookedCLIP, stored and served in seeded batches;
+- ``evaluate``: reconstruction, sparsity, dead latents and the pointing game on held-out pairs;
+- ``interpret``: term-clustering labels, top patches, latent and word heat maps;
+- ``commands`` / ``release``: ``sith-lens lucid ...`` and the script that rebuilds the packaged SAE.
 
 The SAELens classes (``LucidSAE``, ``TrainingLucidSAE``, ``train_lucid``) live in
 ``sith_lens.adapters.sae_lens``; ``sith_lens.LucidSAE`` etc. reach them.

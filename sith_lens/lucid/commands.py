@@ -100,7 +100,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
     sae = _load_sae(args.sae)
     acts = _collect(args, use_cache=True)
-    report = label_latents(sae, acts, load_clip(args.model), threshold=args.threshold, min_purity=args.min_purity)
+    report = label_latents(sae, acts, load_clip(args.model), threshold=args.threshold, min_purity=args.min_purity,
+                           progress=True)
     report.to_json(args.out)
     labelled = [x for x in report.labels if x.label]
     print(f"{len(labelled)} of {len(report.labels)} shared latents labelled (purity >= {args.min_purity}); "

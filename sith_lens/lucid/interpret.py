@@ -163,6 +163,7 @@ def label_latents(
     threshold: float = 0.35,
     min_purity: float = 0.4,
     max_pairs: int = 4096,
+    progress: bool = False,
 ) -> LucidReport:
     """Label every shared latent that fires on text by term clustering, and list its top patches.
 
@@ -171,6 +172,7 @@ def label_latents(
         n_top_tokens: strongest token activations per latent that vote for its label.
         threshold: cosine distance under which clusters merge.
         min_purity: below this the latent is left unlabelled (polysemantic).
+        progress: show a progress bar over the latents (the clustering is per latent).
 
     Example:
         >>> report = label_latents(sae, holdout, sl.load_clip("toy"))
@@ -203,8 +205,10 @@ def label_latents(
     position = {t: i for i, t in enumerate(vocabulary)}
 
     patch_top = patch_rows.topk(min(n_top_patches, len(patch_rows)), dim=0)
+    from tqdm.auto import tqdm
+
     labels = []
-    for latent in range(s):
+    for latent in tqdm(range(s), desc="LUCID labels", unit="latent", disable=not progress):
         terms = sorted(votes[latent], key=lambda t: (-votes[latent][t], t))
         entry = LatentLabel(
             latent, None, 0.0, None,
