@@ -39,7 +39,7 @@ MODALITY_TENSORS = ("W_enc", "b_enc", "b_dec", "scale")
 def check_lucid_shape(cfg: Any) -> None:
     """Validate the block sizes and Top-K budgets of a LUCID config (inference or training)."""
     problems = []
-    n_shared = cfg.d_sae - cfg.n_private_vision - cfg.n_private_text
+    n_shared = cfg.n_shared
     if min(cfg.d_in, cfg.n_private_vision, cfg.n_private_text) < 0 or cfg.d_in == 0:
         problems.append("d_in must be positive and private sizes >= 0")
     if n_shared < 1:
@@ -119,8 +119,7 @@ class LucidWeights(nn.Module):
     def visible(self, modality: str) -> Tensor:
         """Latent indices ``modality`` uses (``sith_lens.lucid.sparse.visible_latents``)."""
         cfg = self.cfg
-        return visible_latents(modality, cfg.d_sae - cfg.n_private_vision - cfg.n_private_text,
-                               cfg.n_private_vision, cfg.n_private_text).to(self.W_dec.device)
+        return visible_latents(modality, cfg.n_shared, cfg.n_private_vision, cfg.n_private_text).to(self.W_dec.device)
 
     def modality_weights(self, modality: str) -> dict[str, Tensor]:
         """A modality's ``W_enc`` [d_in, n_visible], ``b_enc``, ``b_dec`` (normalised units) and ``scale``."""
@@ -151,8 +150,7 @@ class LucidWeights(nn.Module):
         pre_visible = (sae_in / w["scale"] - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
         pre = pre_visible.new_zeros(*pre_visible.shape[:-1], cfg.d_sae).index_copy(-1, visible, pre_visible)
         pre = hooks.hook_sae_acts_pre(pre)
-        n_shared = cfg.d_sae - cfg.n_private_vision - cfg.n_private_text
-        codes_visible = block_topk(pre.index_select(-1, visible), n_shared, cfg.k_shared, cfg.k_private)
+        codes_visible = block_topk(pre.index_select(-1, visible), cfg.n_shared, cfg.k_shared, cfg.k_private)
         codes = torch.zeros_like(pre).index_copy(-1, visible, codes_visible)
         return hooks.hook_sae_acts_post(codes), pre
 

@@ -151,7 +151,7 @@ def _token_activations(model: Any, caption_batches: Any, n_batches: int, hook: s
     strings = [token_strings(model.tokenizer, row[m].tolist()) for row, m in zip(token_ids, mask)]
     weights = torch.zeros(mask.shape)
     for i, row in enumerate(strings):
-        weights[i, : len(row)] = torch.tensor([token_weight(s, False, FUNCTION_WORD_WEIGHT) for s in row])
+        weights[i, : len(row)] = torch.tensor([token_weight(s, FUNCTION_WORD_WEIGHT) for s in row])
     no_content = (weights.sum(1) == 0).nonzero().flatten().tolist()
     if no_content:
         raise ValueError(f"captions {no_content[:10]} have no content word, e.g. {captions[no_content[0]]!r}")

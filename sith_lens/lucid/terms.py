@@ -1,5 +1,5 @@
 """Words as LUCID sees them: normalising sub-word tokens to terms, and how much transport mass a
-caption token gets (none for special tokens and punctuation, little for function words)."""
+caption token gets (none for punctuation, little for function words)."""
 
 from __future__ import annotations
 
@@ -29,16 +29,15 @@ def normalize_term(token: str) -> str:
     return _NON_WORD.sub("", _PIECE_MARKERS.sub("", token)).lower()
 
 
-def token_weight(token: str, special: bool, function_weight: float) -> float:
-    """Transport mass of one caption token before normalisation: 0 for special tokens, padding and
-    punctuation, ``function_weight`` for function words, 1 for content words.
+def token_weight(token: str, function_weight: float) -> float:
+    """Transport mass of one caption token before normalisation: 0 for punctuation,
+    ``function_weight`` for function words, 1 for content words. (Special tokens and padding never
+    get here: collection drops them.)
 
     Example:
-        >>> token_weight("red", False, 0.1), token_weight("the", False, 0.1), token_weight("<pad>", True, 0.1)
+        >>> token_weight("red", 0.1), token_weight("the", 0.1), token_weight(",", 0.1)
         (1.0, 0.1, 0.0)
     """
-    if special:
-        return 0.0
     term = normalize_term(token)
     if not term:
         return 0.0
