@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 
 OPEN_CLIP_VENV ?= .venv-open-clip
 
-.PHONY: install demo test test-open-clip bench clean
+.PHONY: install demo tour test test-open-clip bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(VENV)
@@ -12,7 +12,12 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 
 install: $(VENV)/.installed
 
+# The Gradio explorer on the toy CLIP, at http://127.0.0.1:7860 (Ctrl+C stops it).
 demo: install
+	$(VENV)/bin/sith-lens demo
+
+# The command-line tour: summary, sample scenes, SITH report, an edited checkpoint.
+tour: install
 	$(VENV)/bin/sith-lens info --model toy
 	$(VENV)/bin/sith-lens toyworld --n 16 --out toyworld.png
 	$(VENV)/bin/sith-lens explain --model toy --out sith-out

@@ -166,6 +166,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from sith_lens.demo import Workbench, launch
+
+    if args.port is not None and not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    wb = Workbench(args.model, vocab=args.vocab, sae=args.sae, lucid_data=args.lucid_data, finetuned=args.finetuned)
+    print(f"sith-lens demo: {wb.spec} on http://{args.host}:{args.port or 7860} (Ctrl+C stops it)")
+    launch(wb, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sith-lens",
@@ -234,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
     toy.add_argument("--index", type=int, default=0, help="batch index within the seed (default: 0)")
     toy.set_defaults(func=_cmd_toyworld)
+    demo = sub.add_parser("demo", help="the Gradio explorer: Heads, Edit, LUCID and Compare tabs in the browser")
+    demo.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    demo.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
+    demo.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
+    demo.add_argument("--sae", default=None,
+                      help="a LUCID SAE folder (cfg.json + sae_weights.safetensors); default: the packaged toy "
+                      "release for the toy model")
+    demo.add_argument("--lucid-data", default=None,
+                      help="captions JSONL whose images label the SAE's latents (needed for models other than toy)")
+    demo.add_argument("--finetuned", default=None, help="a fine-tuned version of --model to offer in the Compare tab")
+    demo.set_defaults(func=_cmd_demo)
     from sith_lens.lucid.commands import add_lucid_parser
 
     add_lucid_parser(sub)

@@ -273,3 +273,44 @@ def _partial_plans(cost: Float[Tensor, "P N L"], b: Float[Tensor, "P L"], cfg: G
     dustbin = cost.new_zeros(n_problems, n_patches, 1)
     b_all = torch.cat([cfg.patch_mass * b, b.new_full((n_problems, 1), 1.0 - cfg.patch_mass)], 1)
     return sinkhorn_plans(torch.cat([cost.detach(), dustbin], -1), a, b_all, cfg.eps, cfg.n_iter)
+
+
+#: ``GCMTConfig`` field of each ``ot_*`` training setting saved in an SAE's metadata.
+_SAVED_SETTINGS = {"ot_eps": "eps", "ot_iterations": "n_iter", "ot_patch_mass": "patch_mass",
+                   "ot_context_weight": "context_weight", "ot_context_temperature": "context_temperature",
+                   "ot_grid_sigma": "grid_sigma", "ot_negatives": "n_negatives", "ot_nce_temperature": "nce_temperature"}
+
+
+def config_from_details(details: dict | None) -> GCMTConfig:
+    """The GCMT settings a LUCID SAE was trained with, from ``cfg.metadata.training_architecture_details``
+    (defaults for settings it does not record).
+
+    Example:
+        >>> config_from_details(sae.cfg.metadata.training_architecture_details).eps
+    """
+    details = details or {}
+    return GCMTConfig(**{field: details[key] for key, field in _SAVED_SETTINGS.items() if key in details})
+
+
+@torch.no_grad()
+def pair_plan(
+    patch_codes: Float[Tensor, "N n"],
+    token_codes: Float[Tensor, "L n"],
+    token_weights: Float[Tensor, " L"],
+    grid: int,
+    cfg: GCMTConfig,
+    patch_inputs: Float[Tensor, "N d"] | None = None,
+    token_inputs: Float[Tensor, "L d"] | None = None,
+) -> Float[Tensor, "N L"]:
+    """The transport plan of one image-caption pair as training computes it: the words' part of the
+    partial plan on the cosine cost of the shared codes, guided by the prior when the SAE's inputs
+    are given. Column t sums to ``patch_mass`` times token t's marginal.
+
+    Example:
+        >>> plan = pair_plan(zp, zt, torch.ones(len(zt)), grid=8, cfg=GCMTConfig())
+    """
+    cost = cosine_cost(patch_codes.float(), token_codes.float())[None]
+    if patch_inputs is not None and token_inputs is not None:
+        cost = cost - cfg.eps * guidance_prior(patch_inputs[None], token_inputs[None], grid, cfg)
+    plans, _ = _partial_plans(cost, token_marginals(token_weights.float()[None]), cfg)
+    return plans[0, :, : token_codes.shape[0]]

@@ -1,0 +1,197 @@
+"""What the LUCID tab shows, as plain data: probing an image and a caption, and browsing features.
+
+Every function takes the ``Workbench`` and the raw widget values, checks them, and raises
+``ValueError`` with the fix when they are wrong (the UI shows it as a Gradio error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from PIL import Image
+
+from .images import load_image, overlay, patch_crop
+from .workbench import Workbench
+
+#: Words of a caption shown as transport-plan maps.
+MAX_WORD_MAPS = 8
+
+
+@dataclass
+class Probe:
+    """Everything the LUCID tab shows for one image and caption."""
+
+    image: Image.Image
+    summary: str
+    latents: pd.DataFrame
+    latent_maps: list[tuple[Image.Image, str]]
+    tokens: list[tuple[str, str | None]]
+    token_table: pd.DataFrame
+    plan_figure: Any
+    word_maps: list[tuple[Image.Image, str]]
+
+
+def pick_image(wb: Workbench, upload: Any, sample: Any) -> tuple[Image.Image, str | None]:
+    """The uploaded image if there is one, else the chosen sample (an index, or a dropdown label
+    "3: caption"); returns the image and the sample's caption (None for an upload)."""
+    if upload is not None and upload != "":
+        return load_image(upload), None
+    samples = wb.samples()
+    if sample is None or sample == "":
+        raise ValueError("upload an image or pick a sample scene")
+    try:
+        index = int(str(sample).split(":", 1)[0])
+    except ValueError:
+        raise ValueError(f"unknown sample {sample!r}; pick one from the list") from None
+    if not 0 <= index < len(samples):
+        raise ValueError(f"sample {index} does not exist; there are {len(samples)} samples")
+    return samples[index]
+
+
+def sample_choices(wb: Workbench) -> list[str]:
+    """Dropdown labels of the sample scenes: "index: caption"."""
+    return [f"{i}: {caption}" for i, (_, caption) in enumerate(wb.samples())]
+
+
+def _label(report: Any, latent: int) -> str:
+    entry = report.label_of(latent) if report is not None else None
+    if entry is None or entry.label is None:
+        return "(unlabelled)"
+    return f"{entry.label} ({entry.category})"
+
+
+@torch.no_grad()
+def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents: int = 6) -> Probe:
+    """Encode an image's patches and a caption's tokens with the LUCID SAE: the shared latents
+    both fire on (with their labels and patch heat maps), each token's strongest latents, and the
+    transport plan between patches and words.
+
+    Example:
+        >>> probe = lucid_probe(Workbench("toy"), None, 0, "a red circle")
+        >>> probe.latents.head()
+    """
+    import plotly.graph_objects as go
+
+    from sith_lens.lucid.collect import collect_pairs
+    from sith_lens.lucid.evaluate import n_shared
+    from sith_lens.lucid.transport import config_from_details, pair_plan
+
+    image, sample_caption = pick_image(wb, upload, sample)
+    if caption is None or not str(caption).strip():
+        raise ValueError("the caption is empty: type a sentence about the image, e.g. a red circle")
+    caption = str(caption).strip()
+    sae = wb.sae()
+    report = wb.lucid_corpus().report
+    vision_hook, text_hook = wb.hooks()
+    with wb.lock:
+        pixels = wb.model.preprocess([image])
+        acts = collect_pairs(wb.model, [pixels], [[caption]], 1, vision_hook, text_hook, progress=False)
+    keep = acts.token_mask[0]
+    tokens = [t for t, k in zip(acts.token_strings[0], keep.tolist()) if k]
+    patch_x, token_x, weights = acts.patches[0].float(), acts.tokens[0][keep].float(), acts.token_weights[0][keep]
+    s, grid = n_shared(sae), acts.grid
+    zp = sae.vision.encode(patch_x)[:, :s]  # [N, s]
+    zt = sae.text.encode(token_x)[:, :s]  # [L, s]
+
+    # latents shared by the image and the caption first, then the image's strongest others
+    img_peak, txt_peak = zp.max(0).values, zt.max(0).values
+    both = img_peak * txt_peak
+    order = [int(i) for i in both.argsort(descending=True) if both[i] > 0][:n_latents]
+    order += [int(i) for i in img_peak.argsort(descending=True) if int(i) not in order and img_peak[i] > 0][: n_latents - len(order)]
+    vmax = float(zp.max()) or 1.0
+    rows, maps = [], []
+    for latent in order:
+        fires_on = [t for t, v in zip(tokens, zt[:, latent].tolist()) if v > 0]
+        entry = report.label_of(latent)
+        rows.append({"latent": latent, "label": _label(report, latent),
+                     "purity": round(entry.purity, 3) if entry is not None else None,
+                     "image peak": round(float(img_peak[latent]), 3), "caption peak": round(float(txt_peak[latent]), 3),
+                     "words": " ".join(fires_on)})
+        maps.append((overlay(image, zp[:, latent].reshape(grid, grid).numpy(), vmax=vmax),
+                     f"#{latent} {_label(report, latent)}"))
+
+    highlighted, token_rows = [], []
+    for i, tok in enumerate(tokens):
+        top = zt[i].topk(min(3, s))
+        best = int(top.indices[0]) if float(top.values[0]) > 0 else None
+        highlighted.append((tok + " ", _label(report, best) if best is not None else None))
+        token_rows.append({"token": tok, "OT weight": round(float(weights[i]), 2),
+                           "top shared latents": ", ".join(f"#{int(j)} {_label(report, int(j))} {float(v):.2f}"
+                                                           for v, j in zip(top.values, top.indices) if v > 0)})
+
+    cfg = config_from_details(getattr(sae.cfg.metadata, "training_architecture_details", None))
+    content = weights > 0
+    plan = torch.zeros(len(zp), len(tokens))
+    if bool(content.any()):
+        plan[:, content] = pair_plan(zp, zt[content], weights[content], grid, cfg, patch_x, token_x[content])
+    share = plan / plan.sum(0, keepdim=True).clamp_min(1e-12)  # each word's mass over patches
+    fig = go.Figure(go.Heatmap(z=share.numpy(), x=[f"{i}:{t}" for i, t in enumerate(tokens)],
+                               y=[f"r{p // grid} c{p % grid}" for p in range(len(zp))], colorscale="Inferno",
+                               colorbar=dict(title="share")))
+    fig.update_layout(title="Transport plan: where each word's mass goes (patches × words)", height=420,
+                      margin=dict(l=60, r=20, t=50, b=60), yaxis=dict(autorange="reversed"))
+    word_maps = [(overlay(image, share[:, i].reshape(grid, grid).numpy()), f"{tokens[i]}")
+                 for i in range(len(tokens)) if content[i]][:MAX_WORD_MAPS]
+
+    recon_v = sae.vision(patch_x)
+    recon_t = sae.text(token_x)
+    fvu = lambda x, r: float(((x - r) ** 2).sum() / ((x - x.mean(0)) ** 2).sum().clamp_min(1e-12))  # noqa: E731
+    shared_count = int((both > 0).sum())
+    summary = (f"{len(zp)} patches ({grid}×{grid}) and {len(tokens)} tokens. **{shared_count}** shared latents fire on "
+               f"both the image and the caption. Reconstruction FVU: image {fvu(patch_x, recon_v):.3f}, "
+               f"caption {fvu(token_x, recon_t) if len(tokens) > 1 else float('nan'):.3f}. "
+               f"Labels from {len(wb.lucid_corpus().images)} captioned images.")
+    if sample_caption is not None and caption != sample_caption:
+        summary += f" The sample's own caption is: *{sample_caption}*."
+    return Probe(image, summary, pd.DataFrame(rows, columns=["latent", "label", "purity", "image peak", "caption peak", "words"]),
+                 maps, highlighted, pd.DataFrame(token_rows), fig, word_maps)
+
+
+#: Latents that fire on fewer than this share of patches or of tokens are left out of the browser's
+#: list (a latent seen a handful of times gets a "pure" label from one word).
+MIN_FREQUENCY = 0.001
+
+
+def feature_choices(wb: Workbench) -> list[str]:
+    """Dropdown labels of the labelled shared latents that fire on both modalities, purest first:
+    "17: red (color, 0.92)"."""
+    labels = [e for e in wb.lucid_corpus().report.labels
+              if e.label is not None and min(e.patch_frequency, e.token_frequency) >= MIN_FREQUENCY]
+    labels.sort(key=lambda e: (-e.purity, -sum(e.terms.values()), e.latent))
+    return [f"{e.latent}: {e.label} ({e.category}, {e.purity:.2f})" for e in labels]
+
+
+def feature_view(wb: Workbench, latent: Any, n_patches: int = 16) -> tuple[str, list[tuple[Image.Image, str]], pd.DataFrame]:
+    """One shared latent: its label and term cluster, its top-activating patches (with context,
+    the patch outlined) and the terms that voted for its label.
+
+    Example:
+        >>> summary, patches, terms = feature_view(Workbench("toy"), 17)
+    """
+    corpus = wb.lucid_corpus()
+    from sith_lens.lucid.evaluate import n_shared
+
+    s = n_shared(wb.sae())
+    try:
+        latent = int(str(latent).split(":", 1)[0]) if latent is not None else None
+    except ValueError:
+        latent = None
+    if latent is None or not 0 <= latent < s:
+        raise ValueError(f"pick a shared latent, a whole number in [0, {s}); the dropdown lists the labelled ones")
+    entry = corpus.report.label_of(latent)
+    grid = corpus.acts.grid
+    gallery = []
+    for image_index, row, col, value in (entry.top_patches if entry is not None else [])[:n_patches]:
+        gallery.append((patch_crop(corpus.images[image_index], row, col, grid), f"image {image_index} ({row},{col}) {value:.2f}"))
+    if entry is None:
+        return f"Latent {latent} has no record in the label report.", gallery, pd.DataFrame(columns=["term", "weight"])
+    label = f"**{entry.label}** ({entry.category})" if entry.label else "no label (its terms do not agree, or it never fires on text)"
+    summary = (f"Latent **{latent}**: {label}; purity {entry.purity:.2f}; cluster: {', '.join(entry.cluster or []) or '-'}. "
+               f"Fires on {entry.patch_frequency:.1%} of patches and {entry.token_frequency:.1%} of tokens.")
+    if not gallery:
+        summary += " It never fires on the corpus's patches."
+    terms = pd.DataFrame([{"term": t, "weight": w} for t, w in (entry.terms or {}).items()], columns=["term", "weight"])
+    return summary, gallery, terms

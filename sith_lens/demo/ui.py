@@ -1,0 +1,227 @@
+"""The Gradio app: four tabs (Heads, Edit, LUCID, Compare) over one ``Workbench``.
+
+The handlers live in ``sith_views`` and ``lucid_views`` as plain functions; this module lays out
+the components and wires the events. Every event has an ``api_name``, so the app can be driven
+with ``gradio_client`` as well as in a browser.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from . import lucid_views, sith_views  # noqa: E402
+from ..toyworld import VALUES as TOY_VALUES  # noqa: E402
+from .workbench import Workbench  # noqa: E402
+
+#: Requests served at once. Forward passes share one model and take its lock in turn; the queue
+#: orders everyone else and shows them their place.
+CONCURRENCY = 4
+MAX_QUEUE = 64
+
+
+def _friendly(fn: Callable) -> Callable:
+    """Show a handler's ValueError / FileNotFoundError as a Gradio error message (not a crash)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, NotImplementedError) as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    return wrapper
+
+
+def build_demo(wb: Workbench) -> gr.Blocks:
+    """The explorer app for ``wb``'s model. Nothing heavy runs here: explanations, labels and the
+    SAE are built on first use, with a progress bar in the page.
+
+    Example:
+        >>> demo = build_demo(Workbench("toy"))
+        >>> demo.queue().launch(server_name="127.0.0.1")
+    """
+    cfg = wb.model.vision.cfg
+    layers = list(range(cfg.n_layers))
+    header = (f"# sith-lens explorer\n`{wb.spec}`: vision tower {cfg.n_layers} layers × {cfg.n_heads} heads "
+              f"(d_model {cfg.d_model}), joint space {wb.model.cfg.d_proj}-d; concepts: `{wb.vocab if isinstance(wb.vocab, str) else 'custom list'}`.")
+    samples = lucid_views.sample_choices(wb)
+
+    with gr.Blocks(title="sith-lens explorer") as demo:
+        gr.Markdown(header)
+        with gr.Tabs():
+            # -- Heads --------------------------------------------------------------------------
+            with gr.Tab("Heads", id="heads"):
+                gr.Markdown("What each attention head writes: the SVD of its value-output matrix W_VO, each "
+                            "singular vector explained by COMP as a sparse, non-negative mix of concepts.")
+                overview = gr.Plot(label="All heads")
+                with gr.Row():
+                    layer = gr.Dropdown(layers, value=layers[-1], label="layer")
+                    head = gr.Dropdown(list(range(cfg.n_heads)), value=0, label="head")
+                head_summary = gr.Markdown()
+                spectrum = gr.Plot(label="Spectrum")
+                vectors = gr.Dataframe(label="Singular vectors and their concepts", interactive=False, wrap=True)
+                with gr.Row():
+                    query = gr.Textbox(label="Which heads write concept…", placeholder="red", scale=4)
+                    search = gr.Button("Search", scale=1)
+                search_note = gr.Markdown()
+                hits = gr.Dataframe(label="Heads ranked by how much of their spectrum writes the concept", interactive=False)
+
+            # -- Edit ---------------------------------------------------------------------------
+            with gr.Tab("Edit", id="edit"):
+                gr.Markdown("Suppress or amplify concepts in the weights: every singular vector whose COMP "
+                            "explanation puts at least *threshold* of its weight on a chosen concept is zeroed "
+                            "(suppress) or scaled by *factor* (amplify). No retraining.")
+                with gr.Row():
+                    suppress = gr.Dropdown([], value=["red", "blue", "green", "yellow"] if wb.is_toy else [], multiselect=True, allow_custom_value=True, label="suppress")
+                    amplify = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="amplify")
+                with gr.Row():
+                    factor = gr.Slider(-1, 4, value=2, step=0.1, label="amplify factor")
+                    threshold = gr.Slider(0.05, 1, value=0.5, step=0.05, label="threshold (share of an explanation)")
+                with gr.Row():
+                    attribute = gr.Dropdown(list(TOY_VALUES), value="color", label="sample scenes vary in", scale=1,
+                                            visible=wb.is_toy)
+                    prompts = gr.Textbox(", ".join(sith_views.default_prompts(wb)), scale=4,
+                                         label="zero-shot classes (comma-separated prompts)")
+                if wb.is_toy:
+                    gr.Markdown("Try: suppress *red, blue, green, yellow* and classify by **position**. On the toy "
+                                "CLIP, the vectors SITH explains as colour carry position (README, edit benchmark).")
+                edit_upload = gr.File(label="your image (optional)", file_count="single")
+                with gr.Row():
+                    apply = gr.Button("Apply edit", variant="primary")
+                    export = gr.Button("Export edited model (.zip)")
+                edit_summary = gr.Markdown()
+                with gr.Row():
+                    bars = gr.Plot(label="Before / after")
+                    edit_gallery = gr.Gallery(label="Predictions", columns=6, height=300)
+                edit_table = gr.Dataframe(label="Zero-shot predictions before and after", interactive=False)
+                download = gr.File(label="edited checkpoint (transformers format)")
+
+            # -- LUCID --------------------------------------------------------------------------
+            with gr.Tab("LUCID", id="lucid") as lucid_tab:
+                gr.Markdown("Probe the LUCID dictionary: one sparse code space shared by image patches and "
+                            "caption tokens. Pick a sample scene or upload an image, and write a caption.")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="sample scene")
+                        lucid_upload = gr.File(label="or upload an image", file_count="single")
+                        caption = gr.Textbox(samples[0].split(": ", 1)[1] if samples else "", label="caption")
+                        probe = gr.Button("Probe", variant="primary")
+                    preview = gr.Image(label="image", type="pil", interactive=False, height=256, scale=1)
+                lucid_summary = gr.Markdown()
+                latents = gr.Dataframe(label="Top shared latents (image and caption)", interactive=False, wrap=True)
+                latent_maps = gr.Gallery(label="Latent heat maps over the image", columns=6, height=260)
+                tokens = gr.HighlightedText(label="Each token's strongest shared latent", show_legend=False)
+                token_table = gr.Dataframe(label="Per-token activations", interactive=False, wrap=True)
+                with gr.Row():
+                    plan = gr.Plot(label="Transport plan")
+                    word_maps = gr.Gallery(label="Where each word's transport mass lands", columns=4, height=420)
+                gr.Markdown("### Feature browser")
+                with gr.Row():
+                    feature = gr.Dropdown([], label="labelled shared latent", allow_custom_value=True, scale=3)
+                    show_feature = gr.Button("Show", scale=1)
+                feature_summary = gr.Markdown()
+                with gr.Row():
+                    feature_patches = gr.Gallery(label="Top-activating patches (patch outlined)", columns=8, height=260, scale=3)
+                    feature_terms = gr.Dataframe(label="Terms that voted for the label", interactive=False, scale=1)
+
+            # -- Compare ------------------------------------------------------------------------
+            with gr.Tab("Compare", id="compare"):
+                gr.Markdown("Base vs another version of this model: how far each head's W_VO moved, whether its "
+                            "singular basis survived, and what the update writes (SITH of ΔW_VO).")
+                with gr.Row():
+                    source = gr.Radio(["edit", "checkpoint"], value="checkpoint" if wb.finetuned_spec else "edit",
+                                      label="compare with", info="edit: the Edit tab's settings; checkpoint: a fine-tuned model")
+                    checkpoint = gr.Textbox(wb.finetuned_spec or "", label="fine-tuned checkpoint (folder or Hugging Face id)")
+                run_compare = gr.Button("Compare", variant="primary")
+                compare_summary = gr.Markdown()
+                change_map = gr.Plot(label="Relative change per head")
+                compare_layers = gr.Dataframe(label="Per layer", interactive=False)
+                compare_heads = gr.Dataframe(label="Heads that changed most", interactive=False, wrap=True)
+
+        # -- events ---------------------------------------------------------------------------------
+        def init(progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            result = wb.sith()
+            words = sorted(result.concepts)
+            fig, table, summary = sith_views.head_view(wb, layers[-1], 0)
+            return (sith_views.overview_figure(wb), fig, table, summary,
+                    gr.update(choices=words), gr.update(choices=words))
+
+        def show_head(layer_value, head_value):
+            return sith_views.head_view(wb, layer_value, head_value)
+
+        def find_heads(text):
+            table, note = sith_views.concept_search(wb, text)
+            return note, table
+
+        def apply_edit(sup, amp, fac, thr, classes, upload, attr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            return sith_views.edit_view(wb, sup, amp, fac, thr, classes, upload, attr)
+
+        def attribute_prompts(attr):
+            return ", ".join(sith_views.default_prompts(wb, attr))
+
+        def export_model(sup, amp, fac, thr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            return str(sith_views.export_edit(wb, sup, amp, fac, thr))
+
+        def pick_sample(choice):
+            return choice.split(": ", 1)[1] if choice and ": " in choice else gr.update()
+
+        def run_probe(upload, choice, text, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            p = lucid_views.lucid_probe(wb, upload, choice, text)
+            return (p.image, p.summary, p.latents, p.latent_maps, p.tokens, p.token_table, p.plan_figure,
+                    p.word_maps, gr.update(choices=lucid_views.feature_choices(wb)))
+
+        def init_features(progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            choices = lucid_views.feature_choices(wb)
+            if not choices:
+                return gr.update(choices=[]), "No shared latent got a label.", [], None
+            summary, gallery, terms = lucid_views.feature_view(wb, choices[0])
+            return gr.update(choices=choices, value=choices[0]), summary, gallery, terms
+
+        def show_latent(choice):
+            return lucid_views.feature_view(wb, choice)
+
+        def run_comparison(src, ckpt, sup, amp, fac, thr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            return sith_views.compare_view(wb, src, ckpt, sup, amp, fac, thr)
+
+        head_outputs = [spectrum, vectors, head_summary]
+        demo.load(_friendly(init), None, [overview, *head_outputs, suppress, amplify], api_name="init")
+        layer.change(_friendly(show_head), [layer, head], head_outputs, api_name="head_view")
+        head.change(_friendly(show_head), [layer, head], head_outputs, api_visibility="private")
+        search.click(_friendly(find_heads), query, [search_note, hits], api_name="concept_search")
+        query.submit(_friendly(find_heads), query, [search_note, hits], api_visibility="private")
+        edit_inputs = [suppress, amplify, factor, threshold]
+        attribute.change(_friendly(attribute_prompts), attribute, prompts, api_visibility="private")
+        apply.click(_friendly(apply_edit), [*edit_inputs, prompts, edit_upload, attribute],
+                    [edit_summary, edit_table, bars, edit_gallery], api_name="edit_view")
+        export.click(_friendly(export_model), edit_inputs, download, api_name="export_edit")
+        sample.change(pick_sample, sample, caption, api_visibility="private")
+        probe.click(_friendly(run_probe), [lucid_upload, sample, caption],
+                    [preview, lucid_summary, latents, latent_maps, tokens, token_table, plan, word_maps, feature],
+                    api_name="lucid_probe")
+        lucid_tab.select(_friendly(init_features), None, [feature, feature_summary, feature_patches, feature_terms],
+                         api_name="init_features")
+        show_feature.click(_friendly(show_latent), feature, [feature_summary, feature_patches, feature_terms],
+                           api_name="feature_view")
+        run_compare.click(_friendly(run_comparison), [source, checkpoint, *edit_inputs],
+                          [compare_summary, compare_layers, change_map, compare_heads], api_name="compare_view")
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
+    return demo
+
+
+def launch(wb: Workbench, host: str = "127.0.0.1", port: int | None = None, block: bool = True, **kwargs: Any) -> Any:
+    """Build and launch the app; returns the launched ``gr.Blocks`` (``block=False`` returns at
+    once, for tests and notebooks; ``demo.close()`` stops it).
+
+    Example:
+        >>> demo = launch(Workbench("toy"), port=7860, block=False); demo.local_url
+    """
+    demo = build_demo(wb)
+    demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, show_error=True,
+                footer_links=["api", "gradio"], **kwargs)
+    return demo
