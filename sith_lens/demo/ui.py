@@ -38,6 +38,36 @@ def _friendly(fn: Callable) -> Callable:
     return wrapper
 
 
+def _as_file(image: Any) -> Any:
+    """A PIL image as a PNG file in the demo's temp folder, named by its content, written under a
+    temporary name and renamed. Gradio 6.31 caches a returned PIL image by rewriting its file in
+    place, so two users who get the same image at once can download a truncated file; a path
+    goes through Gradio's atomic file cache instead."""
+    import hashlib
+    import io
+    import tempfile
+
+    from .workbench import default_download_dir
+
+    if not hasattr(image, "save"):
+        return image
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    folder = default_download_dir() / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{hashlib.blake2b(data, digest_size=12).hexdigest()}.png"
+    if not target.is_file():
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, target)
+    return str(target)
+
+
+def _gallery(items: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
+    return [(_as_file(image), caption) for image, caption in items]
+
+
 def build_demo(wb: Workbench) -> gr.Blocks:
     """The explorer app for ``wb``'s model. Nothing heavy runs here: explanations, labels and the
     SAE are built on first use, with a progress bar in the page.
@@ -112,7 +142,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                         lucid_upload = gr.File(label="or upload an image", file_count="single")
                         caption = gr.Textbox(samples[0].split(": ", 1)[1] if samples else "", label="caption")
                         probe = gr.Button("Probe", variant="primary")
-                    preview = gr.Image(label="image", type="pil", interactive=False, height=256, scale=1)
+                    preview = gr.Image(label="image", type="filepath", interactive=False, height=256, scale=1)
                 lucid_summary = gr.Markdown()
                 latents = gr.Dataframe(label="Top shared latents (image and caption)", interactive=False, wrap=True)
                 latent_maps = gr.Gallery(label="Latent heat maps over the image", columns=6, height=260)
@@ -160,7 +190,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             return note, table
 
         def apply_edit(sup, amp, fac, thr, classes, upload, attr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
-            return sith_views.edit_view(wb, sup, amp, fac, thr, classes, upload, attr)
+            summary, table, fig, gallery = sith_views.edit_view(wb, sup, amp, fac, thr, classes, upload, attr)
+            return summary, table, fig, _gallery(gallery)
 
         def attribute_prompts(attr):
             return ", ".join(sith_views.default_prompts(wb, attr))
@@ -173,18 +204,19 @@ def build_demo(wb: Workbench) -> gr.Blocks:
 
         def run_probe(upload, choice, text, progress: gr.Progress = gr.Progress(track_tqdm=True)):
             p = lucid_views.lucid_probe(wb, upload, choice, text)
-            return (p.image, p.summary, p.latents, p.latent_maps, p.tokens, p.token_table, p.plan_figure,
-                    p.word_maps, gr.update(choices=lucid_views.feature_choices(wb)))
+            return (_as_file(p.image), p.summary, p.latents, _gallery(p.latent_maps), p.tokens, p.token_table,
+                    p.plan_figure, _gallery(p.word_maps), gr.update(choices=lucid_views.feature_choices(wb)))
 
         def init_features(progress: gr.Progress = gr.Progress(track_tqdm=True)):
             choices = lucid_views.feature_choices(wb)
             if not choices:
                 return gr.update(choices=[]), "No shared latent got a label.", [], None
             summary, gallery, terms = lucid_views.feature_view(wb, choices[0])
-            return gr.update(choices=choices, value=choices[0]), summary, gallery, terms
+            return gr.update(choices=choices, value=choices[0]), summary, _gallery(gallery), terms
 
         def show_latent(choice):
-            return lucid_views.feature_view(wb, choice)
+            summary, gallery, terms = lucid_views.feature_view(wb, choice)
+            return summary, _gallery(gallery), terms
 
         def run_comparison(src, ckpt, sup, amp, fac, thr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
             return sith_views.compare_view(wb, src, ckpt, sup, amp, fac, thr)
