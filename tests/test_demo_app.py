@@ -58,15 +58,15 @@ def test_every_tab_through_gradio_client(client, tmp_path):
     assert "**red**" in note and hits["data"]
     # Edit: colour words suppressed, an RGBA upload classified too
     summary, table, bars, gallery = client.predict(
-        ["red", "blue"], [], 2, 0.5, "a red object, a blue object, a green object",
+        ["red", "blue"], [], 2, 0.5, "-4:", "a red object, a blue object, a green object",
         _upload(tmp_path / "rgba.png", "RGBA"), "color", api_name="/edit_view")
     assert "singular vectors in" in summary and table["data"][0][0] == "your image" and len(gallery) == 17
-    zip_path = client.predict(["red"], [], 2, 0.5, api_name="/export_edit")
+    zip_path = client.predict(["red"], [], 2, 0.5, "-4:", api_name="/export_edit")
     assert Path(zip_path).stat().st_size > 1_000_000 and zip_path.endswith(".zip")
     # LUCID: a sample scene, then a grayscale upload
     probe = client.predict(None, _sample_choice(client), "a red circle", api_name="/lucid_probe")
     preview, summary, latents, maps, tokens, token_table, plan, word_maps, features = probe
-    assert Path(preview).is_file() and "shared latents fire" in summary
+    assert Image.open(preview).size == (256, 256) and "shared latents fire" in summary  # 64 px shown at 4x
     assert [t["token"].strip() for t in tokens] == ["a", "red", "circle"] and maps and word_maps
     probe = client.predict(_upload(tmp_path / "gray.png", "L"), None, "a blue square", api_name="/lucid_probe")
     assert Image.open(probe[0]).mode == "RGB" and probe[2]["data"]
@@ -75,7 +75,7 @@ def test_every_tab_through_gradio_client(client, tmp_path):
     summary, patches, terms = client.predict(feature["value"], api_name="/feature_view")
     assert "Latent **" in summary and terms["data"]
     # Compare: the edit of the Edit tab against the base
-    summary, layers, change, heads = client.predict("edit", "", ["red"], [], 2, 0.5, api_name="/compare_view")
+    summary, layers, change, heads = client.predict("edit", "", ["red"], [], 2, 0.5, "-4:", api_name="/compare_view")
     assert "heads changed" in summary and len(layers["data"]) == 6 and heads["data"]
 
 
@@ -97,10 +97,12 @@ def test_bad_input_gets_a_clear_message(client, tmp_path):
     with pytest.raises(AppError, match="caption is empty"):
         client.predict(None, _sample_choice(client), " ", api_name="/lucid_probe")
     with pytest.raises(AppError, match="nothing to edit"):
-        client.predict([], [], 2, 0.5, "a red object, a blue object", None, "color", api_name="/edit_view")
+        client.predict([], [], 2, 0.5, "-4:", "a red object, a blue object", None, "color", api_name="/edit_view")
     with pytest.raises(AppError, match="not an image"):
-        client.predict(["red"], [], 2, 0.5, "a red object, a blue object", handle_file(str(notes)), "color",
+        client.predict(["red"], [], 2, 0.5, "-4:", "a red object, a blue object", handle_file(str(notes)), "color",
                        api_name="/edit_view")
+    with pytest.raises(AppError, match="bad layers 'four'"):
+        client.predict(["red"], [], 2, 0.5, "four", "a red object, a blue object", None, "color", api_name="/edit_view")
     with pytest.raises(AppError, match="99 is not in the list of choices"):  # Gradio checks dropdowns itself
         client.predict(2, 99, api_name="/head_view")
 

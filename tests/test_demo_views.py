@@ -104,23 +104,24 @@ def test_concept_search_ranks_heads_and_suggests_near_misses(wb):
 
 # -- Edit --------------------------------------------------------------------------------------------
 def test_edit_view_reports_the_edit_and_its_effect(wb):
-    prompts = ", ".join(sith_views.default_prompts(wb, "color"))
-    summary, table, fig, gallery = sith_views.edit_view(wb, COLOURS, [], 2.0, 0.5, prompts, None, "color")
-    _, m = wb.edited(sith_views.edit_spec(COLOURS, [], 2.0, 0.5))
+    # colour vectors carry position on the toy CLIP (README, edit benchmark): position predictions move
+    prompts = ", ".join(sith_views.default_prompts(wb, "position"))
+    summary, table, fig, gallery = sith_views.edit_view(wb, COLOURS, [], 2.0, 0.5, prompts, None, "position")
+    _, m = wb.edited(sith_views.edit_spec(wb, COLOURS, [], 2.0, 0.5))
     assert f"{int((m != 1).sum())} singular vectors in {int((m != 1).any(-1).sum())} heads" in summary
-    assert len(table) == len(gallery) == 16 and set(table["truth"]) == set(sith_views.default_prompts(wb))
+    assert len(table) == len(gallery) == 15 and set(table["truth"]) == set(sith_views.default_prompts(wb, "position"))
     classes = sith_views.parse_list(prompts)
-    before = sith_views.class_probabilities(wb.model, [im for im, _ in wb.edit_samples("color")], classes)
+    before = sith_views.class_probabilities(wb.model, [im for im, _ in wb.edit_samples("position")], classes)
     assert [r.split(" (")[0] for r in table["before"]] == [classes[i] for i in before.argmax(-1)]
     changed = int((table["changed"] == "yes").sum())
-    assert f"Predictions changed on {changed} of 16" in summary and changed > 0
+    assert f"Predictions changed on {changed} of 15" in summary and changed > 0
     assert len(fig.data) == 2 and len(fig.data[0].y) == len(classes)
     # an edit that selects nothing leaves every prediction as it was, and says why
-    summary, table, _, _ = sith_views.edit_view(wb, ["top left"], [], 2.0, 1.0, prompts, None, "color")
+    summary, table, _, _ = sith_views.edit_view(wb, ["top left"], [], 2.0, 1.0, prompts, None, "position")
     assert "0 singular vectors" in summary and "lower the threshold" in summary
     assert (table["before"] == table["after"]).all()
     with pytest.raises(ValueError, match="'violet' appears in no explanation"):
-        sith_views.edit_view(wb, ["violet"], [], 2.0, 0.5, prompts, None, "color")
+        sith_views.edit_view(wb, ["violet"], [], 2.0, 0.5, prompts, None, "position")
 
 
 def test_edit_inputs_are_checked(wb):
@@ -135,6 +136,8 @@ def test_edit_inputs_are_checked(wb):
     ):
         with pytest.raises(ValueError, match=message):
             sith_views.edit_view(wb, *args)
+    with pytest.raises(ValueError, match="bad layers"):
+        sith_views.edit_view(wb, ["red"], [], 2, 0.5, prompts, None, "color", "last")
     with pytest.raises(ValueError, match="unknown attribute"):
         sith_views.edit_view(wb, ["red"], [], 2, 0.5, prompts, None, "smell")
 
@@ -143,11 +146,12 @@ def test_export_writes_a_loadable_checkpoint_and_nothing_else(wb, tmp_path):
     import sith_lens as sl
 
     path = sith_views.export_edit(wb, ["red"], [], 2.0, 0.5, out_dir=tmp_path)
+    assert sith_views.export_edit(wb, ["red"], [], 2.0, 0.5, out_dir=tmp_path) == path  # exported once
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
     with zipfile.ZipFile(path) as z:
         z.extractall(tmp_path / "unzipped")
     loaded = sl.load_clip(str(tmp_path / "unzipped"))
-    edited, _ = wb.edited(sith_views.edit_spec(["red"], [], 2.0, 0.5))
+    edited, _ = wb.edited(sith_views.edit_spec(wb, ["red"], [], 2.0, 0.5))
     pixels = wb.model.preprocess([im for im, _ in wb.samples()[:4]])
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_image(pixels), edited.encode_image(pixels), atol=1e-5, rtol=1e-5)
@@ -157,13 +161,14 @@ def test_export_writes_a_loadable_checkpoint_and_nothing_else(wb, tmp_path):
 # -- Compare -----------------------------------------------------------------------------------------
 def test_compare_finds_exactly_the_edited_heads_either_way(wb, tmp_path):
     summary, layers, fig, heads = sith_views.compare_view(wb, "edit", None, ["red"], [], 2.0, 0.5)
-    _, m = wb.edited(sith_views.edit_spec(["red"], [], 2.0, 0.5))
+    _, m = wb.edited(sith_views.edit_spec(wb, ["red"], [], 2.0, 0.5))
     edited_heads = {(layer, h) for layer in range(6) for h in range(8) if bool((m[layer, h] != 1).any())}
     change = np.asarray(fig.data[0].z)
     assert {(int(layer), int(h)) for layer, h in zip(*np.nonzero(change > 1e-6))} == edited_heads
     assert f"{len(edited_heads)} of 48 heads changed" in summary and len(layers) == 6
     assert set(zip(heads["layer"], heads["head"])) <= edited_heads and len(heads) == 8
     # the same edit saved as a checkpoint and compared as one
+    assert {layer for layer, _ in edited_heads} <= {2, 3, 4, 5}  # the last four layers by default
     with zipfile.ZipFile(sith_views.export_edit(wb, ["red"], [], 2.0, 0.5, out_dir=tmp_path)) as z:
         z.extractall(tmp_path / "ckpt")
     _, _, fig2, _ = sith_views.compare_view(wb, "checkpoint", str(tmp_path / "ckpt"))

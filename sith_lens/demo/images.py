@@ -83,6 +83,20 @@ def _to_rgb(image: Image.Image, max_side: int) -> Image.Image:
     return image
 
 
+def for_display(image: Image.Image, min_side: int = 256) -> Image.Image:
+    """A small image scaled up (nearest neighbour, so pixels stay sharp) until its short side is
+    at least ``min_side``; larger images are returned as they are.
+
+    Example:
+        >>> for_display(Image.new("RGB", (64, 64))).size
+        (256, 256)
+    """
+    scale = -(-min_side // max(1, min(image.size)))
+    if scale <= 1:
+        return image
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
 def colorize(heat: Float[np.ndarray, "h w"], vmax: float | None = None) -> UInt8[np.ndarray, "h w 3"]:
     """Map values in ``[0, vmax]`` (default: the maximum) to the colour ramp; negatives count as 0.
 

@@ -51,7 +51,7 @@ def overview_figure(wb: Workbench) -> Any:
               for h in range(result.n_heads)] for layer in result.layers]
     fig = go.Figure(go.Heatmap(
         z=fid.numpy(), x=[f"H{h}" for h in range(result.n_heads)], y=[f"L{layer}" for layer in result.layers],
-        colorscale="Viridis", zmin=0, zmax=1, text=hover, hoverinfo="text+z", colorbar=dict(title="fidelity"),
+        colorscale="Viridis", zmin=0, text=hover, hoverinfo="text+z", colorbar=dict(title="fidelity"),
     ))
     fig.update_layout(title="How well COMP explains each head (σ-weighted fidelity)", height=340,
                       margin=dict(l=40, r=20, t=50, b=30), yaxis=dict(autorange="reversed"))
@@ -149,8 +149,13 @@ def default_prompts(wb: Workbench, attribute: str = "color") -> list[str]:
     return [f"a photo of a {c}." for c in ("cat", "dog", "car", "bird", "person", "house")]
 
 
-def edit_spec(suppress: Any, amplify: Any, factor: Any, threshold: Any) -> EditSpec:
-    """Check the Edit tab's values and bundle them."""
+#: Layers the Edit tab edits by default, as the CLI's ``sith-lens edit``.
+DEFAULT_EDIT_LAYERS = "-4:"
+
+
+def edit_spec(wb: Workbench, suppress: Any, amplify: Any, factor: Any, threshold: Any,
+              layers: Any = DEFAULT_EDIT_LAYERS) -> EditSpec:
+    """Check the Edit tab's values and bundle them (``layers``: "all", "-4:" or "0,3,-1")."""
     sup, amp = tuple(parse_list(suppress)), tuple(parse_list(amplify))
     if not sup and not amp:
         raise ValueError("nothing to edit: choose at least one concept to suppress or to amplify")
@@ -165,7 +170,10 @@ def edit_spec(suppress: Any, amplify: Any, factor: Any, threshold: Any) -> EditS
         raise ValueError(f"the amplify factor must be a finite number in [-100, 100], got {factor}")
     if not 0 < threshold <= 1:
         raise ValueError(f"the threshold is a share of a vector's explanation, in (0, 1]; got {threshold}")
-    return EditSpec(sup, amp, factor, threshold)
+    from sith_lens.sith import parse_layers
+
+    chosen = parse_layers(str(layers if layers is not None else "all"), wb.model.vision.cfg.n_layers)
+    return EditSpec(sup, amp, factor, threshold, tuple(chosen))
 
 
 @torch.no_grad()
@@ -185,7 +193,7 @@ def class_probabilities(model: Any, images: list[Image.Image], prompts: list[str
 
 def edit_view(
     wb: Workbench, suppress: Any, amplify: Any, factor: Any, threshold: Any, prompts: Any, upload: Any = None,
-    attribute: str = "color",
+    attribute: str = "color", layers: Any = DEFAULT_EDIT_LAYERS,
 ) -> tuple[str, pd.DataFrame, Any, list[tuple[Image.Image, str]]]:
     """Zero-shot predictions before and after an edit: a summary, a table over the sample images
     (one-object toy scenes covering ``attribute``'s values) and the upload, a before/after bar
@@ -197,7 +205,7 @@ def edit_view(
     """
     import plotly.graph_objects as go
 
-    spec = edit_spec(suppress, amplify, factor, threshold)
+    spec = edit_spec(wb, suppress, amplify, factor, threshold, layers)
     classes = parse_list(prompts)
     if len(classes) < 2:
         raise ValueError("give at least two zero-shot classes, separated by commas (e.g. a red object, a blue object)")
@@ -225,7 +233,8 @@ def edit_view(
     n_changed = int((before.argmax(-1) != after.argmax(-1)).sum())
     what = "; ".join(f"{verb} {', '.join(q)}" for verb, q in (("suppress", spec.suppress),
                                                                  (f"amplify ×{spec.factor:g}", spec.amplify)) if q)
-    summary = (f"**Edit** ({what}; threshold {spec.threshold:g}): {int(changed.sum())} singular vectors in "
+    where = ", ".join(map(str, spec.layers)) if spec.layers is not None else "all"
+    summary = (f"**Edit** ({what}; threshold {spec.threshold:g}; layers {where}): {int(changed.sum())} singular vectors in "
                f"{int(changed.any(-1).sum())} heads changed. Predictions changed on {n_changed} of {len(images)} images.")
     known = [(i, classes.index(truth)) for i, (_, _, truth) in enumerate(images) if truth in classes]
     if known:
@@ -239,7 +248,7 @@ def edit_view(
 
 
 def export_edit(wb: Workbench, suppress: Any, amplify: Any, factor: Any, threshold: Any,
-                out_dir: str | Path | None = None) -> Path:
+                layers: Any = DEFAULT_EDIT_LAYERS, out_dir: str | Path | None = None) -> Path:
     """Write the edited model as a transformers checkpoint and zip it; returns the zip's path.
     The zip is built under a temporary name and renamed, so a failed export leaves no file.
 
@@ -248,7 +257,7 @@ def export_edit(wb: Workbench, suppress: Any, amplify: Any, factor: Any, thresho
     """
     import hashlib
 
-    spec = edit_spec(suppress, amplify, factor, threshold)
+    spec = edit_spec(wb, suppress, amplify, factor, threshold, layers)
     edited, _ = wb.edited(spec)
     out = Path(out_dir) if out_dir is not None else default_download_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +277,7 @@ def export_edit(wb: Workbench, suppress: Any, amplify: Any, factor: Any, thresho
 
 # -- Compare -----------------------------------------------------------------------------------------
 def compare_view(wb: Workbench, source: str, checkpoint: Any, suppress: Any = None, amplify: Any = None,
-                 factor: Any = 2.0, threshold: Any = 0.5, top: int = 8) -> tuple[str, pd.DataFrame, Any, pd.DataFrame]:
+                 factor: Any = 2.0, threshold: Any = 0.5, layers: Any = DEFAULT_EDIT_LAYERS, top: int = 8) -> tuple[str, pd.DataFrame, Any, pd.DataFrame]:
     """Base vs another model: per-layer stability, a layers x heads map of how much each head's
     W_VO moved, and what the largest updates write (SITH of delta W_VO).
 
@@ -281,7 +290,7 @@ def compare_view(wb: Workbench, source: str, checkpoint: Any, suppress: Any = No
     import plotly.graph_objects as go
 
     if source == "edit":
-        other: Any = edit_spec(suppress, amplify, factor, threshold)
+        other: Any = edit_spec(wb, suppress, amplify, factor, threshold, layers)
         name = "the edited model"
     elif source == "checkpoint":
         other = str(checkpoint or "").strip()

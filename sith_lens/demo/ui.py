@@ -16,6 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from . import lucid_views, sith_views  # noqa: E402
+from .images import for_display  # noqa: E402
 from ..toyworld import VALUES as TOY_VALUES  # noqa: E402
 from .workbench import Workbench  # noqa: E402
 
@@ -113,14 +114,18 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                 with gr.Row():
                     factor = gr.Slider(-1, 4, value=2, step=0.1, label="amplify factor")
                     threshold = gr.Slider(0.05, 1, value=0.5, step=0.05, label="threshold (share of an explanation)")
+                    edit_layers = gr.Textbox(sith_views.DEFAULT_EDIT_LAYERS, label="layers ('all', '-4:', '0,3,-1')")
+                start = "position" if wb.is_toy else "color"
                 with gr.Row():
-                    attribute = gr.Dropdown(list(TOY_VALUES), value="color", label="sample scenes vary in", scale=1,
+                    attribute = gr.Dropdown(list(TOY_VALUES), value=start, label="sample scenes vary in", scale=1,
                                             visible=wb.is_toy)
-                    prompts = gr.Textbox(", ".join(sith_views.default_prompts(wb)), scale=4,
+                    prompts = gr.Textbox(", ".join(sith_views.default_prompts(wb, start)), scale=4,
                                          label="zero-shot classes (comma-separated prompts)")
                 if wb.is_toy:
-                    gr.Markdown("Try: suppress *red, blue, green, yellow* and classify by **position**. On the toy "
-                                "CLIP, the vectors SITH explains as colour carry position (README, edit benchmark).")
+                    gr.Markdown("On the toy CLIP, the singular vectors SITH explains as colour carry *position*: "
+                                "suppressing them in the last four layers leaves colour predictions intact and "
+                                "breaks some position predictions (README, edit benchmark). Switch the samples to "
+                                "**color** to see it.")
                 edit_upload = gr.File(label="your image (optional)", file_count="single")
                 with gr.Row():
                     apply = gr.Button("Apply edit", variant="primary")
@@ -189,22 +194,22 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             table, note = sith_views.concept_search(wb, text)
             return note, table
 
-        def apply_edit(sup, amp, fac, thr, classes, upload, attr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
-            summary, table, fig, gallery = sith_views.edit_view(wb, sup, amp, fac, thr, classes, upload, attr)
+        def apply_edit(sup, amp, fac, thr, lay, classes, upload, attr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            summary, table, fig, gallery = sith_views.edit_view(wb, sup, amp, fac, thr, classes, upload, attr, lay)
             return summary, table, fig, _gallery(gallery)
 
         def attribute_prompts(attr):
             return ", ".join(sith_views.default_prompts(wb, attr))
 
-        def export_model(sup, amp, fac, thr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
-            return str(sith_views.export_edit(wb, sup, amp, fac, thr))
+        def export_model(sup, amp, fac, thr, lay, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            return str(sith_views.export_edit(wb, sup, amp, fac, thr, lay))
 
         def pick_sample(choice):
             return choice.split(": ", 1)[1] if choice and ": " in choice else gr.update()
 
         def run_probe(upload, choice, text, progress: gr.Progress = gr.Progress(track_tqdm=True)):
             p = lucid_views.lucid_probe(wb, upload, choice, text)
-            return (_as_file(p.image), p.summary, p.latents, _gallery(p.latent_maps), p.tokens, p.token_table,
+            return (_as_file(for_display(p.image)), p.summary, p.latents, _gallery(p.latent_maps), p.tokens, p.token_table,
                     p.plan_figure, _gallery(p.word_maps), gr.update(choices=lucid_views.feature_choices(wb)))
 
         def init_features(progress: gr.Progress = gr.Progress(track_tqdm=True)):
@@ -218,8 +223,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             summary, gallery, terms = lucid_views.feature_view(wb, choice)
             return summary, _gallery(gallery), terms
 
-        def run_comparison(src, ckpt, sup, amp, fac, thr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
-            return sith_views.compare_view(wb, src, ckpt, sup, amp, fac, thr)
+        def run_comparison(src, ckpt, sup, amp, fac, thr, lay, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+            return sith_views.compare_view(wb, src, ckpt, sup, amp, fac, thr, lay)
 
         head_outputs = [spectrum, vectors, head_summary]
         demo.load(_friendly(init), None, [overview, *head_outputs, suppress, amplify], api_name="init")
@@ -227,7 +232,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         head.change(_friendly(show_head), [layer, head], head_outputs, api_visibility="private")
         search.click(_friendly(find_heads), query, [search_note, hits], api_name="concept_search")
         query.submit(_friendly(find_heads), query, [search_note, hits], api_visibility="private")
-        edit_inputs = [suppress, amplify, factor, threshold]
+        edit_inputs = [suppress, amplify, factor, threshold, edit_layers]
         attribute.change(_friendly(attribute_prompts), attribute, prompts, api_visibility="private")
         apply.click(_friendly(apply_edit), [*edit_inputs, prompts, edit_upload, attribute],
                     [edit_summary, edit_table, bars, edit_gallery], api_name="edit_view")

@@ -48,6 +48,8 @@ class EditSpec:
     amplify: tuple[str, ...] = ()
     factor: float = 2.0
     threshold: float = 0.5
+    #: Edited layers (absolute indices); the CLI's default is the last four.
+    layers: tuple[int, ...] | None = None
 
 
 class Workbench:
@@ -157,7 +159,7 @@ class Workbench:
             m = identity_multipliers(result)
             for query, value in ((spec.suppress, 0.0), (spec.amplify, spec.factor)):
                 if query:
-                    q = concept_multipliers(result, list(query), value, threshold=spec.threshold)
+                    q = concept_multipliers(result, list(query), value, threshold=spec.threshold, layers=spec.layers)
                     m = torch.where(q != 1, q, m)
             entry = (edit_heads(self.model, result, m), m)
             self._edited[spec] = entry
