@@ -33,7 +33,7 @@ from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput, TrainStepO
 from sith_lens.atomic import atomic_directory
 from sith_lens.lucid.data import PairedActivations, PairedBatch
 from sith_lens.lucid.sparse import MODALITIES, auxk_loss, fvu, normalize_rows_, remove_parallel_gradient
-from sith_lens.lucid.transport import GCMTConfig, gcmt_loss, guidance_prior
+from sith_lens.lucid.transport import GCMTConfig, config_from_details, gcmt_loss, guidance_prior
 
 from .lucid_sae import LucidSAE, LucidSAEConfig, LucidShape, LucidWeights, check_lucid_shape, register_in
 
@@ -74,11 +74,7 @@ class TrainingLucidSAEConfig(LucidShape, TrainingSAEConfig):
 
     def gcmt(self) -> GCMTConfig:
         """The transport settings as a GCMTConfig."""
-        return GCMTConfig(
-            eps=self.ot_eps, n_iter=self.ot_iterations, patch_mass=self.ot_patch_mass, context_weight=self.ot_context_weight,
-            context_temperature=self.ot_context_temperature, grid_sigma=self.ot_grid_sigma,
-            n_negatives=self.ot_negatives, nce_temperature=self.ot_nce_temperature,
-        )
+        return config_from_details(vars(self))
 
     def get_inference_config_class(self) -> type[LucidSAEConfig]:
         return LucidSAEConfig

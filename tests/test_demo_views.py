@@ -227,8 +227,10 @@ def test_feature_browser_shows_top_patches(wb):
 
 
 def test_pair_plan_has_the_training_marginals():
-    from sith_lens.lucid.transport import GCMTConfig, pair_plan
+    from sith_lens.lucid.transport import GCMTConfig, config_from_details, pair_plan
 
+    saved = config_from_details({"ot_iterations": 50, "ot_patch_mass": 0.7, "k_aux": 256})
+    assert (saved.n_iter, saved.patch_mass, saved.eps) == (50, 0.7, GCMTConfig.eps)
     torch.manual_seed(0)
     cfg = GCMTConfig()
     weights = torch.tensor([1.0, 0.1, 1.0])
@@ -263,3 +265,30 @@ def test_a_model_without_lucid_or_samples_says_what_to_pass(tiny):
         bare.sae()
     with pytest.raises(ValueError, match="upload an image"):
         sith_views.edit_view(bare, ["red"], [], 2, 0.5, "a cat, a dog")
+
+
+def test_other_models_use_their_own_sae_and_captioned_images(tmp_path):
+    """The path for any checkpoint: --sae and --lucid-data (here the toy checkpoint loaded as a
+    plain folder, the packaged LUCID folder, and 16 toy scenes written as a captions JSONL)."""
+    import json
+    from pathlib import Path
+
+    import sith_lens
+    from sith_lens.adapters.loading import toy_checkpoint_dir
+    from sith_lens.toyworld import ToyWorld
+
+    batch = ToyWorld(seed=3).batch(0, 16)
+    lines = []
+    for i, (image, text) in enumerate(zip(batch.images, batch.texts)):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "caption": text}))
+    (tmp_path / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    release = Path(sith_lens.__file__).parent / "assets" / "lucid_toy" / "final"
+    wb = Workbench(str(toy_checkpoint_dir()), vocab="toy", sae=str(release), lucid_data=str(tmp_path / "captions.jsonl"))
+    assert not wb.is_toy and wb.samples() == []
+    probe = lucid_views.lucid_probe(wb, str(tmp_path / "3.png"), None, batch.texts[3])
+    assert "Labels from 16 captioned images" in probe.summary
+    corpus = wb.lucid_corpus()
+    assert len(corpus.images) == 16 and np.array_equal(np.asarray(corpus.images[3]), batch.images[3])
+    with pytest.raises(ValueError, match="upload an image \\(this model has no sample scenes"):
+        lucid_views.lucid_probe(wb, None, "0", "a red circle")

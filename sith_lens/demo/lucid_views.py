@@ -40,6 +40,8 @@ def pick_image(wb: Workbench, upload: Any, sample: Any) -> tuple[Image.Image, st
     if upload is not None and upload != "":
         return load_image(upload), None
     samples = wb.samples()
+    if not samples:
+        raise ValueError("upload an image (this model has no sample scenes)")
     if sample is None or sample == "":
         raise ValueError("upload an image or pick a sample scene")
     try:
