@@ -172,7 +172,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.port is not None and not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     wb = Workbench(args.model, vocab=args.vocab, sae=args.sae, lucid_data=args.lucid_data, finetuned=args.finetuned)
-    print(f"sith-lens demo: {wb.spec} on http://{args.host}:{args.port or 7860} (Ctrl+C stops it)")
+    print(f"sith-lens demo: serving {wb.spec} on {args.host} (the address follows; Ctrl+C stops it)")
     launch(wb, host=args.host, port=args.port)
     return 0
 
