@@ -46,6 +46,7 @@ bench: install
 	$(PY) benchmarks/sith_pipeline.py
 	$(PY) benchmarks/edit_toy.py
 	$(PY) benchmarks/compare_toy.py
+	$(PY) benchmarks/demo_load.py
 
 clean:
 	rm -rf $(VENV) $(OPEN_CLIP_VENV) build *.egg-info

@@ -101,7 +101,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                     query = gr.Textbox(label="Which heads write concept…", placeholder="red", scale=4)
                     search = gr.Button("Search", scale=1)
                 search_note = gr.Markdown()
-                hits = gr.Dataframe(label="Heads ranked by how much of their spectrum writes the concept", interactive=False)
+                hits = gr.Dataframe(label="Heads ranked by how much of their spectrum writes the concept (click a row to open it)",
+                                    interactive=False)
 
             # -- Edit ---------------------------------------------------------------------------
             with gr.Tab("Edit", id="edit"):
@@ -194,6 +195,12 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             table, note = sith_views.concept_search(wb, text)
             return note, table
 
+        def open_hit(evt: gr.SelectData):
+            row = evt.row_value or []
+            if len(row) < 2:
+                return gr.update(), gr.update()
+            return int(row[0]), int(row[1])
+
         def apply_edit(sup, amp, fac, thr, lay, classes, upload, attr, progress: gr.Progress = gr.Progress(track_tqdm=True)):
             summary, table, fig, gallery = sith_views.edit_view(wb, sup, amp, fac, thr, classes, upload, attr, lay)
             return summary, table, fig, _gallery(gallery)
@@ -232,6 +239,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         head.change(_friendly(show_head), [layer, head], head_outputs, api_visibility="private")
         search.click(_friendly(find_heads), query, [search_note, hits], api_name="concept_search")
         query.submit(_friendly(find_heads), query, [search_note, hits], api_visibility="private")
+        hits.select(open_hit, None, [layer, head], api_visibility="private")  # a click on a row opens that head
         edit_inputs = [suppress, amplify, factor, threshold, edit_layers]
         attribute.change(_friendly(attribute_prompts), attribute, prompts, api_visibility="private")
         apply.click(_friendly(apply_edit), [*edit_inputs, prompts, edit_upload, attribute],
