@@ -34,6 +34,14 @@ class Probe:
     word_maps: list[tuple[Image.Image, str]]
 
 
+def choice_number(value: Any) -> int | None:
+    """The number a dropdown choice starts with ("3: a red circle" -> 3, 17 -> 17), None if none."""
+    try:
+        return int(str(value).split(":", 1)[0])
+    except ValueError:
+        return None
+
+
 def pick_image(wb: Workbench, upload: Any, sample: Any) -> tuple[Image.Image, str | None]:
     """The uploaded image if there is one, else the chosen sample (an index, or a dropdown label
     "3: caption"); returns the image and the sample's caption (None for an upload)."""
@@ -44,10 +52,9 @@ def pick_image(wb: Workbench, upload: Any, sample: Any) -> tuple[Image.Image, st
         raise ValueError("upload an image (this model has no sample scenes)")
     if sample is None or sample == "":
         raise ValueError("upload an image or pick a sample scene")
-    try:
-        index = int(str(sample).split(":", 1)[0])
-    except ValueError:
-        raise ValueError(f"unknown sample {sample!r}; pick one from the list") from None
+    index = choice_number(sample)
+    if index is None:
+        raise ValueError(f"unknown sample {sample!r}; pick one from the list")
     if not 0 <= index < len(samples):
         raise ValueError(f"sample {index} does not exist; there are {len(samples)} samples")
     return samples[index]
@@ -79,6 +86,7 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
 
     from sith_lens.lucid.collect import collect_pairs
     from sith_lens.lucid.evaluate import n_shared
+    from sith_lens.lucid.sparse import fvu
     from sith_lens.lucid.transport import config_from_details, pair_plan
 
     image, sample_caption = pick_image(wb, upload, sample)
@@ -138,13 +146,11 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
     word_maps = [(overlay(image, share[:, i].reshape(grid, grid).numpy()), f"{tokens[i]}")
                  for i in range(len(tokens)) if content[i]][:MAX_WORD_MAPS]
 
-    recon_v = sae.vision(patch_x)
-    recon_t = sae.text(token_x)
-    fvu = lambda x, r: float(((x - r) ** 2).sum() / ((x - x.mean(0)) ** 2).sum().clamp_min(1e-12))  # noqa: E731
     shared_count = int((both > 0).sum())
+    caption_fvu = f"{float(fvu(token_x, sae.text(token_x))):.3f}" if len(tokens) > 1 else "n/a (one token)"
     summary = (f"{len(zp)} patches ({grid}×{grid}) and {len(tokens)} tokens. **{shared_count}** shared latents fire on "
-               f"both the image and the caption. Reconstruction FVU: image {fvu(patch_x, recon_v):.3f}, "
-               f"caption {fvu(token_x, recon_t) if len(tokens) > 1 else float('nan'):.3f}. "
+               f"both the image and the caption. Reconstruction FVU: image {float(fvu(patch_x, sae.vision(patch_x))):.3f}, "
+               f"caption {caption_fvu}. "
                f"Labels from {len(wb.lucid_corpus().images)} captioned images.")
     if sample_caption is not None and caption != sample_caption:
         summary += f" The sample's own caption is: *{sample_caption}*."
@@ -177,10 +183,7 @@ def feature_view(wb: Workbench, latent: Any, n_patches: int = 16) -> tuple[str, 
     from sith_lens.lucid.evaluate import n_shared
 
     s = n_shared(wb.sae())
-    try:
-        latent = int(str(latent).split(":", 1)[0]) if latent is not None else None
-    except ValueError:
-        latent = None
+    latent = choice_number(latent)
     if latent is None or not 0 <= latent < s:
         raise ValueError(f"pick a shared latent, a whole number in [0, {s}); the dropdown lists the labelled ones")
     entry = corpus.report.label_of(latent)

@@ -146,7 +146,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                     with gr.Column(scale=1):
                         sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="sample scene")
                         lucid_upload = gr.File(label="or upload an image", file_count="single")
-                        caption = gr.Textbox(samples[0].split(": ", 1)[1] if samples else "", label="caption")
+                        caption = gr.Textbox(wb.samples()[0][1] if samples else "", label="caption")
                         probe = gr.Button("Probe", variant="primary")
                     preview = gr.Image(label="image", type="filepath", interactive=False, height=256, scale=1)
                 lucid_summary = gr.Markdown()
@@ -212,7 +212,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
             return str(sith_views.export_edit(wb, sup, amp, fac, thr, lay))
 
         def pick_sample(choice):
-            return choice.split(": ", 1)[1] if choice and ": " in choice else gr.update()
+            return lucid_views.pick_image(wb, None, choice)[1]
 
         def run_probe(upload, choice, text, progress: gr.Progress = gr.Progress(track_tqdm=True)):
             p = lucid_views.lucid_probe(wb, upload, choice, text)
@@ -245,7 +245,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
         apply.click(_friendly(apply_edit), [*edit_inputs, prompts, edit_upload, attribute],
                     [edit_summary, edit_table, bars, edit_gallery], api_name="edit_view")
         export.click(_friendly(export_model), edit_inputs, download, api_name="export_edit")
-        sample.change(pick_sample, sample, caption, api_visibility="private")
+        sample.change(_friendly(pick_sample), sample, caption, api_visibility="private")
         probe.click(_friendly(run_probe), [lucid_upload, sample, caption],
                     [preview, lucid_summary, latents, latent_maps, tokens, token_table, plan, word_maps, feature],
                     api_name="lucid_probe")
