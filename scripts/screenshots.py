@@ -27,6 +27,17 @@ def wait_idle(page, timeout_ms: int = 120_000) -> None:
     page.wait_for_timeout(800)
 
 
+def shoot(page, path: Path) -> None:
+    """A full-page screenshot, after scrolling to the bottom and back so that lazy images load."""
+    height = page.evaluate("document.body.scrollHeight")
+    for y in range(0, height + 900, 600):
+        page.mouse.wheel(0, 600)
+        page.wait_for_timeout(100)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(path), full_page=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/screenshots")
@@ -49,23 +60,23 @@ def main(argv: list[str] | None = None) -> int:
             page.get_by_label("Which heads write concept…").fill("red")
             page.get_by_role("button", name="Search").click()
             wait_idle(page)
-            page.screenshot(path=str(out / "heads.png"), full_page=True)
+            shoot(page, out / "heads.png")
 
             page.get_by_role("tab", name="Edit").click()
             page.get_by_role("button", name="Apply edit").click()
             wait_idle(page)
-            page.screenshot(path=str(out / "edit.png"), full_page=True)
+            shoot(page, out / "edit.png")
 
             page.get_by_role("tab", name="LUCID").click()
             wait_idle(page)
             page.get_by_role("button", name="Probe").click()
             wait_idle(page)
-            page.screenshot(path=str(out / "lucid.png"), full_page=True)
+            shoot(page, out / "lucid.png")
 
             page.get_by_role("tab", name="Compare").click()
             page.get_by_role("button", name="Compare", exact=True).click()
             wait_idle(page)
-            page.screenshot(path=str(out / "compare.png"), full_page=True)
+            shoot(page, out / "compare.png")
             browser.close()
     finally:
         demo.close()
