@@ -62,6 +62,20 @@ def test_load_image_rejects_what_is_not_an_image(tmp_path, monkeypatch):
         demo_images.load_image(_png(tmp_path / "big.png", "RGB"))
 
 
+def test_model_view_is_what_the_patch_grid_covers(wb):
+    wide = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
+    crop = demo_images.model_view(wide, wb.model.image_processor)  # CLIP: short side, centre crop
+    assert crop.size == (200, 200) and np.array_equal(np.asarray(crop), np.asarray(wide)[:, 50:250])
+    # the model gets (nearly) the same pixels from the crop as from the whole image
+    whole, cropped = wb.model.preprocess([wide]), wb.model.preprocess([crop])
+    assert float((whole - cropped).abs().mean()) < 0.05 < float((whole - wb.model.preprocess([wide.resize((200, 200))])).abs().mean())
+
+    class Squash:  # SigLIP's processor resizes to a square without cropping
+        do_center_crop = None
+
+    assert demo_images.model_view(wide, Squash()) is wide
+
+
 def test_overlay_colours_follow_the_heat_and_crops_outline_the_patch():
     ramp = demo_images.colorize(np.array([[0.0, 0.5, 1.0]]))[0].astype(int)
     assert (ramp.sum(-1)[1:] > ramp.sum(-1)[:-1]).all()  # brighter with more heat
@@ -199,7 +213,8 @@ def test_lucid_probe_on_a_sample(wb):
 def test_lucid_probe_takes_uploads_and_refuses_bad_input(wb, tmp_path):
     for mode in ("L", "RGBA"):
         probe = lucid_views.lucid_probe(wb, _png(tmp_path / f"{mode}.png", mode, size=(3000, 2000)), None, "a red circle")
-        assert probe.image.mode == "RGB" and max(probe.image.size) == demo_images.MAX_SIDE
+        # downscaled to 1024 x 683, then the central square the toy CLIP's processor keeps
+        assert probe.image.mode == "RGB" and probe.image.size == (683, 683)
     text = tmp_path / "caption.txt"
     text.write_text("a red circle")
     with pytest.raises(ValueError, match="not an image"):
@@ -289,6 +304,6 @@ def test_other_models_use_their_own_sae_and_captioned_images(tmp_path):
     probe = lucid_views.lucid_probe(wb, str(tmp_path / "3.png"), None, batch.texts[3])
     assert "Labels from 16 captioned images" in probe.summary
     corpus = wb.lucid_corpus()
-    assert len(corpus.images) == 16 and np.array_equal(np.asarray(corpus.images[3]), batch.images[3])
+    assert len(corpus.images) == 16 and np.array_equal(np.asarray(corpus.image(3)), batch.images[3])
     with pytest.raises(ValueError, match="upload an image \\(this model has no sample scenes"):
         lucid_views.lucid_probe(wb, None, "0", "a red circle")

@@ -83,6 +83,22 @@ def _to_rgb(image: Image.Image, max_side: int) -> Image.Image:
     return image
 
 
+def model_view(image: Image.Image, processor: Any) -> Image.Image:
+    """The part of ``image`` the model's image processor keeps: the central square when it
+    centre-crops (CLIP: resize the short side, then crop), the whole image when it resizes to a
+    square (SigLIP). Patch heat maps line up with this view, not with the uploaded image.
+
+    Example:
+        >>> model_view(Image.new("RGB", (300, 200)), model.image_processor).size    # CLIP
+        (200, 200)
+    """
+    if not getattr(processor, "do_center_crop", False):
+        return image
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
 def for_display(image: Image.Image, min_side: int = 256) -> Image.Image:
     """A small image scaled up (nearest neighbour, so pixels stay sharp) until its short side is
     at least ``min_side``; larger images are returned as they are.

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .images import load_image, overlay, patch_crop
+from .images import load_image, model_view, overlay, patch_crop
 from .workbench import Workbench
 
 #: Words of a caption shown as transport-plan maps.
@@ -90,11 +90,13 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
     from sith_lens.lucid.transport import config_from_details, pair_plan
 
     image, sample_caption = pick_image(wb, upload, sample)
+    image = model_view(image, wb.model.image_processor)  # what the patch grid covers
     if caption is None or not str(caption).strip():
         raise ValueError("the caption is empty: type a sentence about the image, e.g. a red circle")
     caption = str(caption).strip()
     sae = wb.sae()
-    report = wb.lucid_corpus().report
+    corpus = wb.lucid_corpus()
+    report = corpus.report
     vision_hook, text_hook = wb.hooks()
     with wb.lock:
         pixels = wb.model.preprocess([image])
@@ -115,13 +117,13 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
     rows, maps = [], []
     for latent in order:
         fires_on = [t for t, v in zip(tokens, zt[:, latent].tolist()) if v > 0]
-        entry = report.label_of(latent)
-        rows.append({"latent": latent, "label": _label(report, latent),
+        entry, label = report.label_of(latent), _label(report, latent)
+        rows.append({"latent": latent, "label": label,
                      "purity": round(entry.purity, 3) if entry is not None else None,
                      "image peak": round(float(img_peak[latent]), 3), "caption peak": round(float(txt_peak[latent]), 3),
                      "words": " ".join(fires_on)})
         maps.append((overlay(image, zp[:, latent].reshape(grid, grid).numpy(), vmax=vmax),
-                     f"#{latent} {_label(report, latent)}"))
+                     f"#{latent} {label}"))
 
     highlighted, token_rows = [], []
     for i, tok in enumerate(tokens):
@@ -151,7 +153,7 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
     summary = (f"{len(zp)} patches ({grid}×{grid}) and {len(tokens)} tokens. **{shared_count}** shared latents fire on "
                f"both the image and the caption. Reconstruction FVU: image {float(fvu(patch_x, sae.vision(patch_x))):.3f}, "
                f"caption {caption_fvu}. "
-               f"Labels from {len(wb.lucid_corpus().images)} captioned images.")
+               f"Labels from {len(corpus.images)} captioned images.")
     if sample_caption is not None and caption != sample_caption:
         summary += f" The sample's own caption is: *{sample_caption}*."
     return Probe(image, summary, pd.DataFrame(rows, columns=["latent", "label", "purity", "image peak", "caption peak", "words"]),
@@ -190,7 +192,8 @@ def feature_view(wb: Workbench, latent: Any, n_patches: int = 16) -> tuple[str, 
     grid = corpus.acts.grid
     gallery = []
     for image_index, row, col, value in (entry.top_patches if entry is not None else [])[:n_patches]:
-        gallery.append((patch_crop(corpus.images[image_index], row, col, grid), f"image {image_index} ({row},{col}) {value:.2f}"))
+        image = model_view(corpus.image(image_index), wb.model.image_processor)
+        gallery.append((patch_crop(image, row, col, grid), f"image {image_index} ({row},{col}) {value:.2f}"))
     if entry is None:
         return f"Latent {latent} has no record in the label report.", gallery, pd.DataFrame(columns=["term", "weight"])
     label = f"**{entry.label}** ({entry.category})" if entry.label else "no label (its terms do not agree, or it never fires on text)"

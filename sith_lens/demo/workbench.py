@@ -35,9 +35,17 @@ N_EDIT_SAMPLES = 16
 class LucidCorpus:
     """The images a LUCID SAE was labelled on, their activations and the labels."""
 
-    images: list[Image.Image]
+    #: Toy scenes in memory, or the files of a captions JSONL (opened when shown).
+    images: list[Image.Image | Path]
     acts: Any  # PairedActivations
     report: Any  # LucidReport
+
+    def image(self, index: int) -> Image.Image:
+        """Image ``index`` as RGB (a file is read now, through the demo's upload checks)."""
+        from .images import load_image
+
+        item = self.images[index]
+        return item if isinstance(item, Image.Image) else load_image(item)
 
 
 @dataclass(frozen=True)
@@ -222,8 +230,7 @@ class Workbench:
             if self.lucid_data:
                 acts = collect_folder_activations(self.model, self.lucid_data, vision_hook=vision_hook,
                                                   text_hook=text_hook)
-                files = read_captions_jsonl(self.lucid_data)[0]
-                images = [Image.open(f).convert("RGB") for f in files]
+                images = read_captions_jsonl(self.lucid_data)[0]
             elif self.is_toy:
                 from sith_lens.toyworld import ToyWorld
 
