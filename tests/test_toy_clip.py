@@ -199,3 +199,62 @@ def test_shipped_toy_clip_loads_offline_and_has_learned_the_world(monkeypatch):
     assert record["train_seconds"] <= 3600
     for attribute, minimum in SHIPPED_MINIMUM_ACCURACY.items():
         assert acc[attribute] >= minimum, (attribute, acc[attribute])
+
+
+def test_mimetic_attention_init_makes_heads_attend_to_similar_tokens():
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from sith_lens.toyworld.train import init_attention_mimetic
+
+    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                             num_attention_heads=4, image_size=16, patch_size=8))
+    attention = getattr(model, "vision_model", model).encoder.layers[0].self_attn
+    init_attention_mimetic(attention, torch.Generator().manual_seed(0))
+    d_head = 16
+    with torch.no_grad():
+        for h in range(4):
+            rows = slice(h * d_head, (h + 1) * d_head)
+            qk = attention.q_proj.weight[rows].T @ attention.k_proj.weight[rows]  # x @ qk @ y.T = q . k
+            vo = attention.v_proj.weight[rows].T @ attention.out_proj.weight[:, rows].T
+            # a random rank-16 map has a diagonal near 0; the mimetic one leans on +I (QK) and -I (VO)
+            assert qk.diagonal().mean() > 0.1 and vo.diagonal().mean() < -0.05
+            assert torch.linalg.matrix_rank(qk) == d_head
+
+
+def test_contrastive_loss_scores_images_against_extra_negative_captions():
+    from sith_lens.toyworld.train import contrastive_loss
+
+    image = torch.eye(3, 4)
+    text = torch.cat([torch.eye(3, 4), torch.tensor([[1.0, 0, 0, 0.1]])])  # a negative close to image 0
+    scale = torch.tensor(2.0)
+    truth = torch.zeros(3, 4, dtype=torch.bool)
+    truth[range(3), range(3)] = True
+    with_negative = contrastive_loss(image, text, scale, truth)
+    without = contrastive_loss(image, text[:3], scale, truth[:, :3])
+    assert with_negative > without  # the hard negative competes with image 0's caption
+    truth[1, 3] = True  # a "negative" that is true of image 1 counts as its positive
+    assert contrastive_loss(image, text, scale, truth) != with_negative
+
+
+def test_hard_negative_training_runs_and_checks_its_settings():
+    from sith_lens.toyworld.train import TrainConfig, train
+
+    model, tokenizer, log = train(TrainConfig(steps=2, batch_size=8, negatives=2, attention_init="mimetic",
+                                              eval_every=0), progress=False)
+    assert np.isfinite(log[0]["loss"])
+    with pytest.raises(ValueError, match="negatives must be >= 0"):
+        train(TrainConfig(steps=1, batch_size=4, negatives=-1))
+    with pytest.raises(ValueError, match="swap weights must map attributes"):
+        train(TrainConfig(steps=1, batch_size=4, negatives=1, negative_weights="position=1"))
+    with pytest.raises(ValueError, match="attention_init must be one of"):
+        train(TrainConfig(steps=1, batch_size=4, attention_init="xavier"))
+
+
+def test_text_delay_holds_the_text_tower_then_warms_it_up():
+    from sith_lens.toyworld.train import TrainConfig, _text_factor, train
+
+    cfg = TrainConfig(steps=500, warmup=100, text_delay=300)
+    assert [_text_factor(s, cfg) for s in (0, 299, 300, 349, 399, 450)] == [0.0, 0.0, 0.01, 0.5, 1.0, 1.0]
+    assert _text_factor(0, TrainConfig(text_delay=0)) == 1.0
+    with pytest.raises(ValueError, match="text_delay must be in 0..steps-1"):
+        train(TrainConfig(steps=2, batch_size=4, text_delay=2))

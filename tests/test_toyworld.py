@@ -263,3 +263,38 @@ def test_linear_probe_reads_what_an_embedding_holds():
     assert acc["background"] < 0.5  # chance is 0.25
     blind = linear_probe_accuracy(constant, fit, test, attributes=("color",), per_value=30)
     assert blind["color"] == pytest.approx(1 / 8)
+
+
+def test_swapped_captions_change_one_attribute_word_and_stay_worded_alike(batch):
+    from sith_lens.toyworld.captions import swapped_caption
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for caption in batch.captions:
+        neg = swapped_caption(caption, rng, {"shape": 1.0, "texture": 1.0})
+        named = {lab[1] for lab in caption.labels if lab is not None}
+        if neg is None:
+            assert not named & {"shape", "texture"}
+            continue
+        changed = [i for i, (a, b) in enumerate(zip(caption.words, neg.words)) if a != b]
+        value_slots = [i for i in changed if caption.labels[i] is not None]
+        assert len(value_slots) == 1 and len(neg.words) == len(caption.words)
+        index, attribute = caption.labels[value_slots[0]]
+        seen.add(attribute)
+        assert attribute in ("shape", "texture")
+        assert neg.words[value_slots[0]] in VALUES[attribute]
+        # only the article in front of the new word may change besides it
+        assert all(i == value_slots[0] or neg.words[i] in ("a", "an") for i in changed)
+        assert neg.mentions[index, ATTRIBUTES.index(attribute)] == VALUES[attribute].index(neg.words[value_slots[0]])
+    assert seen == {"shape", "texture"}
+    # with one object, the swapped caption is false of the scene its caption describes
+    singles = ToyWorld(seed=3).batch(0, 32, objects=(1, 1))
+    negs = [swapped_caption(c, rng) for c in singles.captions]
+    kept = [i for i, n in enumerate(negs) if n is not None]
+    truth = caption_truth(
+        np.stack([negs[i].mentions for i in kept]), np.array([negs[i].background for i in kept]),
+        singles.values[kept], singles.backgrounds[kept],
+    )
+    assert len(kept) > 20 and not truth.diagonal().any()
+    with pytest.raises(ValueError, match="swap weights must map attributes"):
+        swapped_caption(batch.captions[0], rng, {"position": 1.0})

@@ -141,6 +141,56 @@ def make_caption(
     return Caption(tuple(words), tuple(labels), mentions, background)
 
 
+#: Attributes whose value is one word, so that a hard negative can swap it in place.
+SWAPPABLE: tuple[str, ...] = ("shape", "color", "size", "texture", "background")
+
+
+def swap_weights(weights: dict[str, float] | None) -> dict[str, float]:
+    """Check ``swapped_caption`` weights (None: every attribute of SWAPPABLE alike)."""
+    if weights is None:
+        return {a: 1.0 for a in SWAPPABLE}
+    if set(weights) - set(SWAPPABLE) or any(w < 0 for w in weights.values()) or not any(weights.values()):
+        raise ValueError(f"swap weights must map attributes of {SWAPPABLE} to weights >= 0, not all 0; got {weights}")
+    return weights
+
+
+def swapped_caption(
+    caption: Caption, rng: np.random.Generator, weights: dict[str, float] | None = None
+) -> Caption | None:
+    """A hard-negative caption: ``caption`` with one attribute word swapped for another value of the
+    same attribute ("a red star" -> "a red circle"), so it is false of the scene the caption
+    describes and worded alike otherwise (the articles follow the new word).
+
+    ``weights`` sets how likely each attribute in SWAPPABLE is to be the swapped one, among those
+    the caption names (uniform when None; positions are multi-word phrases and are not swapped).
+    Returns None when the caption names none of the weighted attributes.
+
+    Example:
+        >>> swapped_caption(cap, np.random.default_rng(0), {"shape": 3, "texture": 2}).text
+    """
+    weights = swap_weights(weights)
+    slots = [i for i, lab in enumerate(caption.labels) if lab is not None and weights.get(lab[1], 0) > 0]
+    if not slots:
+        return None
+    p = np.array([weights[caption.labels[i][1]] for i in slots], dtype=np.float64)
+    slot = slots[int(rng.choice(len(slots), p=p / p.sum()))]
+    index, attribute = caption.labels[slot]
+    values = VALUES[attribute]
+    old = values.index(caption.words[slot])
+    new = int(rng.choice([v for v in range(len(values)) if v != old]))
+    words = list(caption.words)
+    words[slot] = values[new]
+    if slot and words[slot - 1] in ("a", "an") and caption.labels[slot - 1] is None:
+        words[slot - 1] = article(words[slot])
+    mentions = caption.mentions.copy()
+    background = caption.background
+    if attribute == "background":
+        background = new
+    else:
+        mentions[index, ATTRIBUTES.index(attribute)] = new
+    return Caption(tuple(words), caption.labels, mentions, background)
+
+
 def attribute_prompts(attribute: str) -> list[str]:
     """One zero-shot prompt per value of ``attribute``, in value order; each names that attribute only.
 

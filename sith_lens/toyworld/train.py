@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .captions import caption_truth
+from .captions import Caption, caption_truth, swap_weights, swapped_caption
 from .data import PIXEL_MEAN, PIXEL_STD, ToyBatch, ToyWorld, group_probabilities
 from .evaluate import caption_retrieval, zero_shot_accuracy
 from .vocab import SPECIAL_TOKENS, tokenizer_words
@@ -50,6 +50,8 @@ BATCH_DESCRIPTIONS = {
     "scenes": "independent scenes",
 }
 BATCH_KINDS = tuple(BATCH_DESCRIPTIONS)
+#: The ways of initialising the vision attention heads (TrainConfig.attention_init).
+ATTENTION_INITS = ("default", "mimetic")
 
 
 @dataclass
@@ -85,6 +87,19 @@ class TrainConfig:
     #: Initialise the vision position embeddings as a 2-D sine-cosine grid with this RMS (0: keep
     #: transformers' N(0, 0.02) init, under which position barely reaches the CLS token at first).
     position_init: float = 0.1
+    #: Hard-negative captions per image: its caption with one attribute word swapped ("a red
+    #: star" -> "a red circle"), scored against the image with the batch's captions (NegCLIP-style).
+    negatives: int = 0
+    #: How often each attribute is the swapped one ("name=weight,..."; see captions.swapped_caption).
+    negative_weights: str = "shape=3,texture=3,size=1,color=1,background=1"
+    #: Hold the text tower at its random init for this many steps (learning rate 0), so the image
+    #: tower first learns to match the captions' random but word-specific embeddings; a text tower
+    #: trained from the start learns to ignore the words the image tower cannot yet see.
+    text_delay: int = 0
+    #: Initialise every vision attention head "mimetically" (Trockman & Kolter, 2023): W_Q W_K^T
+    #: near +I and W_V W_O near -I, so heads start out attending to similar (nearby) patches, as
+    #: the heads of trained ViTs do. "default" keeps transformers' random init.
+    attention_init: str = "default"
     #: bfloat16 autocast (the fast path on CPUs with AVX-512 BF16).
     bf16: bool = True
     #: Score zero-shot accuracy every this many steps (0: only at the end).
@@ -155,16 +170,23 @@ def contrastive_loss(
     """Symmetric multi-positive InfoNCE.
 
     Args:
-        image, text: [B, D] embeddings of paired images and captions (any norm).
+        image: [B, D] image embeddings (any norm).
+        text: [C, D] caption embeddings, C >= B: the B paired captions first, then any extra
+            captions (hard negatives).
         logit_scale: scalar, log of the inverse temperature.
-        truth: bool [B, B], truth[i, j] = caption j is true of image i (the diagonal is all True).
+        truth: bool [B, C], truth[i, j] = caption j is true of image i (truth[i, i] is True).
+
+    Each image is scored against all C captions; each caption that is true of some image in the
+    batch is scored against the B images.
     """
     image = F.normalize(image.float(), dim=-1)
     text = F.normalize(text.float(), dim=-1)
     logits = logit_scale.exp() * image @ text.T
     target = truth.float()
     loss_i = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-    loss_t = -(target.T / target.T.sum(1, keepdim=True) * F.log_softmax(logits.T, dim=1)).sum(1).mean()
+    scored = truth.any(0)
+    target_t, logits_t = target.T[scored], logits.T[scored]
+    loss_t = -(target_t / target_t.sum(1, keepdim=True) * F.log_softmax(logits_t, dim=1)).sum(1).mean()
     return (loss_i + loss_t) / 2
 
 
@@ -190,14 +212,22 @@ def _prepare(world: ToyWorld, step: int, cfg: TrainConfig, tokenizer) -> tuple[T
         batch = world.contrastive_batch(step, cfg.batch_size // 2)
     else:
         batch = world.batch(step, cfg.batch_size)
-    enc = tokenizer(batch.texts, padding=True, return_tensors="pt")
-    return batch, dict(enc), batch_truth(batch)
+    captions = list(batch.captions)
+    if cfg.negatives:
+        rng = np.random.default_rng([cfg.seed, 6, step])
+        weights = parse_weights(cfg.negative_weights)
+        swapped = (swapped_caption(c, rng, weights) for c in batch.captions for _ in range(cfg.negatives))
+        captions += [c for c in swapped if c is not None]
+    enc = tokenizer([c.text for c in captions], padding=True, return_tensors="pt")
+    return batch, dict(enc), batch_truth(batch, captions)
 
 
-def batch_truth(batch: ToyBatch) -> torch.Tensor:
-    """bool [B, B]: ``truth[i, j]`` = caption j is true of image i (the positives of the contrastive loss)."""
-    mentions = np.stack([c.mentions for c in batch.captions])
-    backgrounds = np.array([c.background for c in batch.captions])
+def batch_truth(batch: ToyBatch, captions: list[Caption] | None = None) -> torch.Tensor:
+    """bool [B, C]: ``truth[i, j]`` = caption j is true of image i (the positives of the contrastive
+    loss); ``captions`` defaults to the batch's own (C = B)."""
+    captions = batch.captions if captions is None else captions
+    mentions = np.stack([c.mentions for c in captions])
+    backgrounds = np.array([c.background for c in captions])
     return torch.from_numpy(caption_truth(mentions, backgrounds, batch.values, batch.backgrounds))
 
 
@@ -220,6 +250,38 @@ def init_positions_sincos(weight: torch.Tensor, rms: float) -> None:
     weight[1:] = table.to(weight.dtype)
 
 
+@torch.no_grad()
+def init_attention_mimetic(
+    attention, generator: torch.Generator, qk: tuple[float, float] = (0.7, 0.7), vo: tuple[float, float] = (0.4, 0.4)
+) -> None:
+    """Mimetic init of one transformers attention module (q/k/v/out_proj, all [width, width]).
+
+    For each head, the rank-``d_head`` truncation of ``a * Z + b * I`` (Z ~ N(0, 1/width)) is split
+    into W_Q^T W_K with ``(a, b) = qk``, and of ``a * Z - b * I`` into W_V^T W_O^T with
+    ``(a, b) = vo`` (Trockman & Kolter, "Mimetic Initialization of Self-Attention Layers", 2023).
+    Biases are left as they are.
+
+    Example:
+        >>> init_attention_mimetic(model.vision_model.encoder.layers[0].self_attn, torch.Generator())
+    """
+    width, heads = attention.embed_dim, attention.num_heads
+    d_head = width // heads
+    weights = {name: torch.empty(width, width) for name in ("q", "k", "v", "o")}
+    for (first, second), (a, b), sign in ((("q", "k"), qk, 1.0), (("v", "o"), vo, -1.0)):
+        for h in range(heads):
+            rows = slice(h * d_head, (h + 1) * d_head)
+            target = a * torch.randn(width, width, generator=generator) / math.sqrt(width) + sign * b * torch.eye(width)
+            u, s, vh = torch.linalg.svd(target)
+            left, right = u[:, :d_head] * s[:d_head].sqrt(), vh[:d_head].T * s[:d_head].sqrt()  # target ~ left @ right.T
+            weights[first][rows] = left.T  # x @ W_first[rows].T = x @ left
+            if second == "k":
+                weights[second][rows] = right.T
+            else:  # out_proj reads the heads' outputs from its input columns
+                weights[second][:, rows] = right
+    for name, proj in (("q", attention.q_proj), ("k", attention.k_proj), ("v", attention.v_proj), ("o", attention.out_proj)):
+        proj.weight.copy_(weights[name].to(proj.weight.dtype))
+
+
 def parse_weights(text: str) -> dict[str, float]:
     """"shape=3,color=1" -> {"shape": 3.0, "color": 1.0}."""
     try:
@@ -234,6 +296,13 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
         return (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _text_factor(step: int, cfg: TrainConfig) -> float:
+    """0 while the text tower is held (``cfg.text_delay``), then a linear warm-up to 1."""
+    if step < cfg.text_delay:
+        return 0.0
+    return min(1.0, (step - cfg.text_delay + 1) / cfg.warmup) if cfg.text_delay else 1.0
 
 
 def train(cfg: TrainConfig, progress: bool = True):
@@ -252,20 +321,33 @@ def train(cfg: TrainConfig, progress: bool = True):
         raise ValueError(f"batches must be one of {BATCH_KINDS}, got {cfg.batches!r}")
     if cfg.batches == "groups":
         group_probabilities(parse_weights(cfg.group_weights))  # fail now on bad weights
+    if cfg.text_delay < 0 or cfg.text_delay >= cfg.steps:
+        raise ValueError(f"text_delay must be in 0..steps-1, got {cfg.text_delay} with steps={cfg.steps}")
+    if cfg.negatives < 0:
+        raise ValueError(f"negatives must be >= 0, got {cfg.negatives}")
+    swap_weights(parse_weights(cfg.negative_weights))  # fail now on bad weights
+    if cfg.attention_init not in ATTENTION_INITS:
+        raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {cfg.attention_init!r}")
     tokenizer = build_tokenizer(cfg.n_ctx)
     torch.manual_seed(cfg.seed)
     model = CLIPModel(toy_clip_config(cfg, len(tokenizer)))
     if cfg.position_init > 0:
         init_positions_sincos(model.vision_model.embeddings.position_embedding.weight, cfg.position_init)
+    if cfg.attention_init == "mimetic":
+        generator = torch.Generator().manual_seed(cfg.seed)
+        for layer in model.vision_model.encoder.layers:
+            init_attention_mimetic(layer.self_attn, generator)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
+    groups = []
+    for text in (False, True):
+        for decays in (True, False):
+            params = [
+                p for n, p in model.named_parameters()
+                if n.startswith(("text_model.", "text_projection")) == text
+                and (p.ndim >= 2 and "embedding" not in n) == decays
+            ]
+            groups.append({"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "text": text})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     world = ToyWorld(seed=cfg.seed, image_size=cfg.image_size, patch_size=cfg.patch_size)
     val_world = ToyWorld(seed=VALIDATION_SEED, image_size=cfg.image_size, patch_size=cfg.patch_size)
     log = []
@@ -278,7 +360,7 @@ def train(cfg: TrainConfig, progress: bool = True):
             if step + 1 < cfg.steps:
                 pending = pool.submit(_prepare, world, step + 1, cfg, tokenizer)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(step, cfg)
+                group["lr"] = cfg.lr * _lr_factor(step, cfg) * (_text_factor(step, cfg) if group["text"] else 1.0)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 image = model.get_image_features(pixel_values=batch.pixels).pooler_output
                 text = model.get_text_features(**enc).pooler_output
@@ -298,7 +380,7 @@ def train(cfg: TrainConfig, progress: bool = True):
                 entry = {"step": step + 1, "loss": round(loss.item(), 4), "seconds": round(time.perf_counter() - start, 1)}
                 entry.update({k: round(v, 4) for k, v in acc.items()})
                 log.append(entry)
-                tqdm.write(json.dumps(entry)) if progress else None
+                tqdm.write(json.dumps(entry))
     model.eval()
     return model, tokenizer, log
 
