@@ -298,3 +298,26 @@ def test_swapped_captions_change_one_attribute_word_and_stay_worded_alike(batch)
     assert len(kept) > 20 and not truth.diagonal().any()
     with pytest.raises(ValueError, match="swap weights must map attributes"):
         swapped_caption(batch.captions[0], rng, {"position": 1.0})
+
+
+def test_contrastive_batches_can_add_one_attribute_prompt_items():
+    world = ToyWorld(seed=4)
+    batch = world.contrastive_batch(0, n_pairs=8, n_prompts=40, prompt_weights={"shape": 1.0, "texture": 1.0})
+    assert len(batch) == 56
+    plain = world.contrastive_batch(0, n_pairs=8)
+    assert plain.texts == batch.texts[:16]  # the pairs do not depend on the prompt items
+    named = set()
+    for scene, caption in zip(batch.scenes[16:], batch.captions[16:]):
+        assert len(scene.objects) == 1
+        attributes = {lab[1] for lab in caption.labels if lab is not None}
+        assert len(attributes) == 1
+        named |= attributes
+        assert caption.text in attribute_prompts(next(iter(attributes)))
+    assert named == {"shape", "texture"}
+    truth = caption_truth(np.stack([c.mentions for c in batch.captions]), np.array([c.background for c in batch.captions]),
+                          batch.values, batch.backgrounds)
+    assert truth.diagonal().all()
+    with pytest.raises(ValueError, match="n_prompts >= 0"):
+        world.contrastive_batch(0, 4, n_prompts=-1)
+    with pytest.raises(ValueError, match="weights must map attributes"):
+        world.contrastive_batch(0, 4, n_prompts=4, prompt_weights={"colour": 1.0})

@@ -269,13 +269,33 @@ class ToyWorld:
         captions = [make_caption(s, rng, **style) for s in scenes]
         return batch_from_scenes(scenes, captions, self.image_size, self.patch_size, self.palette)
 
-    def contrastive_batch(self, index: int, n_pairs: int) -> ToyBatch:
+    def contrastive_batch(
+        self, index: int, n_pairs: int, n_prompts: int = 0, prompt_weights: dict[str, float] | None = None
+    ) -> ToyBatch:
         """Batch number ``index`` of hard-negative pairs: ``2 * n_pairs`` items where item
         ``n_pairs + i`` is item ``i`` with one value changed (see ``counterfactual``). Both captions
         name the changed value and are otherwise worded alike, so telling the pair apart needs that
-        one attribute (shape, position, texture... not just colour)."""
-        if n_pairs < 1:
-            raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
+        one attribute (shape, position, texture... not just colour).
+
+        ``n_prompts`` more items follow: one-object scenes captioned by one attribute ("a star",
+        "a striped object": the short form captions already take), the attribute drawn with
+        ``prompt_weights`` (uniform by default). A short caption makes its one word count in the
+        text embedding, and weighting the attributes a model finds hard gives them more signal.
+
+        Example:
+            >>> batch = ToyWorld(seed=0).contrastive_batch(0, n_pairs=64, n_prompts=128, prompt_weights={"shape": 3})
+        """
+        if n_pairs < 1 or n_prompts < 0:
+            raise ValueError(f"n_pairs must be >= 1 and n_prompts >= 0, got n_pairs={n_pairs}, n_prompts={n_prompts}")
+        choices, p = group_probabilities(prompt_weights)
+        prompt_rng = self.rng(5, index)
+        prompt_scenes, prompt_captions = [], []
+        for _ in range(n_prompts):
+            scene = sample_scene(prompt_rng, 1)
+            attribute = choices[int(prompt_rng.choice(len(choices), p=p))]
+            value = scene.background if attribute == "background" else scene.objects[0].value(attribute)
+            prompt_scenes.append(scene)
+            prompt_captions.append(_prompt_caption(scene, attribute, attribute_prompts(attribute)[value]))
         rng = self.rng(3, index)
         scenes = [sample_scene(rng) for _ in range(n_pairs)]
         changed, captions, twin_captions = [], [], []
@@ -285,7 +305,10 @@ class ToyWorld:
             captions.append(make_caption(s, rng, force=force))
             twin_captions.append(make_caption(other, twin_rng, force=force))
             changed.append(other)
-        return batch_from_scenes(scenes + changed, captions + twin_captions, self.image_size, self.patch_size, self.palette)
+        return batch_from_scenes(
+            scenes + changed + prompt_scenes, captions + twin_captions + prompt_captions,
+            self.image_size, self.patch_size, self.palette,
+        )
 
     def group_batch(
         self, index: int, batch_size: int, weights: dict[str, float] | None = None

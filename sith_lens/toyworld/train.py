@@ -8,12 +8,12 @@ image-embedding mean (image_mean.safetensors), training.json and a model card (R
 
 Loss: symmetric InfoNCE with a learned temperature, where every caption that is *true* of an image
 counts as a positive for it (the toy world's semantics say which), so a short caption such as
-"a red object" is not pushed away from the other red-object scenes of its batch. Batches are made
-of hard-negative pairs (a scene and a copy with one value changed, both captions naming it); with
-independent scenes only, colour and background are learned within a few hundred steps while shape,
-position and texture stay near chance for 500 steps or more. The vision position embeddings start
-as a 2-D sine-cosine grid. With these settings position is learned by step 1,000 and texture
-partly; shape is not (see the README).
+"a red object" is not pushed away from the other red-object scenes of its batch. Half of each batch
+is hard-negative pairs (a scene and a copy with one value changed, both captions naming it), half
+one-object scenes captioned by one attribute, weighted towards shape and texture. The vision
+position embeddings start as a 2-D sine-cosine grid and the vision attention heads mimetically
+(W_Q W_K^T near +I, W_V W_O near -I). With these defaults colour, background, position, size and
+texture are learned by step 800; shape leaves chance only after step 1,000 (see the README).
 """
 
 from __future__ import annotations
@@ -82,6 +82,10 @@ class TrainConfig:
     #: in one value), "pairs" (ToyWorld.contrastive_batch: a scene and one such variant) or
     #: "scenes" (independent scenes).
     batches: str = "pairs"
+    #: For "pairs": the share of each batch given to one-object scenes captioned by one attribute
+    #: ("a star"), and how often each attribute is the one named (ToyWorld.contrastive_batch).
+    prompt_share: float = 0.5
+    prompt_weights: str = "shape=3,texture=3,size=1,position=1,color=0.5,background=0.5"
     #: For "groups": how often each attribute is the varied one ("name=weight,...").
     group_weights: str = "shape=3,position=2,texture=2,size=1,color=1,background=1"
     #: Initialise the vision position embeddings as a 2-D sine-cosine grid with this RMS (0: keep
@@ -99,7 +103,7 @@ class TrainConfig:
     #: Initialise every vision attention head "mimetically" (Trockman & Kolter, 2023): W_Q W_K^T
     #: near +I and W_V W_O near -I, so heads start out attending to similar (nearby) patches, as
     #: the heads of trained ViTs do. "default" keeps transformers' random init.
-    attention_init: str = "default"
+    attention_init: str = "mimetic"
     #: bfloat16 autocast (the fast path on CPUs with AVX-512 BF16).
     bf16: bool = True
     #: Score zero-shot accuracy every this many steps (0: only at the end).
@@ -209,7 +213,10 @@ def _prepare(world: ToyWorld, step: int, cfg: TrainConfig, tokenizer) -> tuple[T
     if cfg.batches == "groups":
         batch = world.group_batch(step, cfg.batch_size, parse_weights(cfg.group_weights))
     elif cfg.batches == "pairs":
-        batch = world.contrastive_batch(step, cfg.batch_size // 2)
+        n_prompts = int(round(cfg.batch_size * cfg.prompt_share))
+        batch = world.contrastive_batch(
+            step, (cfg.batch_size - n_prompts) // 2, n_prompts, parse_weights(cfg.prompt_weights)
+        )
     else:
         batch = world.batch(step, cfg.batch_size)
     captions = list(batch.captions)
@@ -321,6 +328,9 @@ def train(cfg: TrainConfig, progress: bool = True):
         raise ValueError(f"batches must be one of {BATCH_KINDS}, got {cfg.batches!r}")
     if cfg.batches == "groups":
         group_probabilities(parse_weights(cfg.group_weights))  # fail now on bad weights
+    if not 0 <= cfg.prompt_share < 1:
+        raise ValueError(f"prompt_share must be in [0, 1), got {cfg.prompt_share}")
+    group_probabilities(parse_weights(cfg.prompt_weights))  # fail now on bad weights
     if cfg.text_delay < 0 or cfg.text_delay >= cfg.steps:
         raise ValueError(f"text_delay must be in 0..steps-1, got {cfg.text_delay} with steps={cfg.steps}")
     if cfg.negatives < 0:
@@ -424,6 +434,20 @@ def save_checkpoint(model, tokenizer, out: Path, cfg: TrainConfig, record: dict,
             f.chmod(0o644)
 
 
+def _recipe_extras(cfg: dict) -> str:
+    """Model-card lines for the optional recipe settings a run used."""
+    lines = []
+    if cfg.get("batches") == "pairs" and cfg.get("prompt_share"):
+        lines.append(f"- Prompt items: {cfg['prompt_share']:.0%} of each batch are one-object scenes captioned by one "
+                     f"attribute (\"a star\"), the attribute drawn with weights {cfg['prompt_weights']}.")
+    if cfg.get("negatives"):
+        lines.append(f"- Hard-negative captions: {cfg['negatives']} per image, one attribute word swapped "
+                     f"(weights {cfg['negative_weights']}).")
+    if cfg.get("text_delay"):
+        lines.append(f"- The text tower was held at its init for the first {cfg['text_delay']} steps.")
+    return "".join(line + "\n" for line in lines)
+
+
 def model_card(record: dict) -> str:
     """The checkpoint's README.md, from its training record."""
     cfg = record["config"]
@@ -458,7 +482,8 @@ Command (seeded; the same command rebuilds this checkpoint up to floating-point 
 - Loss: symmetric InfoNCE with a learned temperature; every caption true of an image is a positive.
 - Batches: {BATCH_DESCRIPTIONS[cfg['batches']].format(**cfg)}.
 - Vision position embeddings: {f"2-D sine-cosine init, RMS {cfg['position_init']}" if cfg['position_init'] else "transformers' default init"}.
-- Training time: {record['train_seconds'] / 60:.1f} min on {record['machine']}.
+- Vision attention: {"mimetic init (W_Q W_K^T near +I, W_V W_O near -I; Trockman & Kolter, 2023)" if cfg.get('attention_init') == 'mimetic' else "transformers' default init"}.
+{_recipe_extras(cfg)}- Training time: {record['train_seconds'] / 60:.1f} min on {record['machine']}.
 - Versions: torch {record['versions']['torch']}, transformers {record['versions']['transformers']}.
 
 ## Metrics (validation world, seed {VALIDATION_SEED}; not used in training)
