@@ -116,7 +116,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                     factor = gr.Slider(-1, 4, value=2, step=0.1, label="amplify factor")
                     threshold = gr.Slider(0.05, 1, value=0.5, step=0.05, label="threshold (share of an explanation)")
                     edit_layers = gr.Textbox(sith_views.DEFAULT_EDIT_LAYERS, label="layers ('all', '-4:', '0,3,-1')")
-                start = "position" if wb.is_toy else "color"
+                start = "shape" if wb.is_toy else "color"
                 with gr.Row():
                     attribute = gr.Dropdown(list(TOY_VALUES), value=start, label="sample scenes vary in", scale=1,
                                             visible=wb.is_toy)
