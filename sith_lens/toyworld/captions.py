@@ -145,13 +145,23 @@ def make_caption(
 SWAPPABLE: tuple[str, ...] = ("shape", "color", "size", "texture", "background")
 
 
+def check_weights(weights: dict[str, float] | None, names: tuple[str, ...], what: str = "weights") -> dict[str, float]:
+    """Per-attribute weights checked against ``names`` (non-negative, not all 0); None gives every
+    name weight 1. ``what`` names the setting in the error message.
+
+    Example:
+        >>> check_weights({"shape": 3.0}, SWAPPABLE, "swap weights")
+    """
+    if weights is None:
+        return {a: 1.0 for a in names}
+    if set(weights) - set(names) or any(w < 0 for w in weights.values()) or not any(weights.values()):
+        raise ValueError(f"{what} must map attributes of {names} to non-negative numbers, not all 0; got {weights}")
+    return weights
+
+
 def swap_weights(weights: dict[str, float] | None) -> dict[str, float]:
     """Check ``swapped_caption`` weights (None: every attribute of SWAPPABLE alike)."""
-    if weights is None:
-        return {a: 1.0 for a in SWAPPABLE}
-    if set(weights) - set(SWAPPABLE) or any(w < 0 for w in weights.values()) or not any(weights.values()):
-        raise ValueError(f"swap weights must map attributes of {SWAPPABLE} to weights >= 0, not all 0; got {weights}")
-    return weights
+    return check_weights(weights, SWAPPABLE, "swap weights")
 
 
 def swapped_caption(

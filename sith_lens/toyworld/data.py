@@ -21,7 +21,7 @@ from .attributes import (
     POSITION_JITTER,
     VALUES,
 )
-from .captions import BACKGROUND, Caption, attribute_prompts, make_caption
+from .captions import BACKGROUND, Caption, attribute_prompts, check_weights, make_caption
 from .render import Scene, ToyObject, pad_masks, patch_labels, render_scene
 
 
@@ -108,11 +108,7 @@ def counterfactual(scene: Scene, rng: np.random.Generator) -> tuple[Scene, tuple
 def group_probabilities(weights: dict[str, float] | None) -> tuple[list[str], np.ndarray]:
     """Check ``ToyWorld.group_batch`` weights; return the attributes and their probabilities
     (uniform over the attributes and "background" when ``weights`` is None)."""
-    names = (*ATTRIBUTES, "background")
-    weights = {a: 1.0 for a in names} if weights is None else weights
-    unknown = set(weights) - set(names)
-    if unknown or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
-        raise ValueError(f"weights must map attributes of {names} to non-negative numbers, got {weights}")
+    weights = check_weights(weights, (*ATTRIBUTES, "background"))
     p = np.array(list(weights.values()), dtype=np.float64)
     return list(weights), p / p.sum()
 
