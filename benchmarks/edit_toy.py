@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--per-value", type=int, default=40, help="zero-shot scenes per attribute value")
     parser.add_argument("--per-group", type=int, default=100, help="images per group in the spurious task")
     parser.add_argument("--random-draws", type=int, default=3)
+    parser.add_argument("--plain-prompt", action="store_true",
+                        help="spurious task: average each class's background-naming prompt with a plain one (a milder confound)")
     args = parser.parse_args()
     start = time.perf_counter()
     model = sl.load_clip(args.model)
@@ -185,7 +187,7 @@ def main() -> None:
         print(f"{attribute:<10}{before[0]:>8.3f} ({before[1]:>5.2f}){after[0]:>8.3f} ({after[1]:>5.2f})")
 
     # group robustness on the spurious task
-    task = spurious_task(seed=HELD_OUT_SEED, per_group=args.per_group)
+    task = spurious_task(seed=HELD_OUT_SEED, per_group=args.per_group, plain_prompt=args.plain_prompt)
 
     def groups(m):
         return group_robustness(m, task.pixels, task.labels, task.groups, task.class_prompts)

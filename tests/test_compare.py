@@ -106,6 +106,12 @@ def test_spurious_task_and_image_folder_give_the_same_figures(toy, tmp_path):
     minority = min(direct.groups["large/black"][0], direct.groups["small/white"][0])
     majority = min(direct.groups["large/white"][0], direct.groups["small/black"][0])
     assert minority < majority
+    assert task.class_prompts == [["a small object on a black background"], ["a large object on a white background"]]
+    mild = spurious_task(per_group=6, plain_prompt=True)
+    assert mild.class_prompts[0] == ["a small object", "a small object on a black background"]
+    assert torch.equal(mild.pixels, task.pixels)
+    softened = group_robustness(toy, mild.pixels, mild.labels, mild.groups, mild.class_prompts)
+    assert softened.worst_group > direct.worst_group
 
 
 def test_bad_group_csv_is_rejected(tmp_path):

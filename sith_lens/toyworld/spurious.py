@@ -2,11 +2,11 @@
 
 The class is an object attribute (size by default: "small" / "large"); each class is confounded with a
 background colour. The toy CLIP was trained on independent attributes, so the confound lives where
-Waterbirds' does in a class *name* ("waterbird" carries "water"): each class's zero-shot embedding
-averages a plain prompt ("a large object") with one that names its usual background ("a large object
-on a white background"). Images cover all four (class x background) groups equally; the two groups
-whose background belongs to the other class are the minority groups, where a model that reads the
-background fails.
+Waterbirds' does in a class *name* ("waterbird" carries "water"): each class's prompt names its usual
+background ("a large object on a white background"). With ``plain_prompt=True`` the class embedding
+averages that with a plain prompt ("a large object"), a milder confound. Images cover all four
+(class x background) groups equally; the two groups whose background belongs to the other class
+are the minority groups, where a model that reads the background fails.
 
 ``write_group_folder`` writes the images as PNGs plus ``groups.csv``, the format
 ``sith_lens.zeroshot.read_groups_csv`` reads for any image folder.
@@ -42,7 +42,8 @@ class SpuriousTask(NamedTuple):
     classes: list[str]
     """Class names (attribute values)."""
     class_prompts: list[list[str]]
-    """Per class: a plain prompt and one naming the class's usual background."""
+    """Per class: the prompt naming the class's usual background (after a plain one, with
+    ``plain_prompt``)."""
 
 
 def spurious_task(
@@ -51,9 +52,11 @@ def spurious_task(
     attribute: str = "size",
     classes: tuple[str, str] = ("small", "large"),
     backgrounds: tuple[str, str] = ("black", "white"),
+    plain_prompt: bool = False,
 ) -> SpuriousTask:
     """Single-object scenes for every (class, background) pair; class ``i`` is confounded with
-    ``backgrounds[i]`` in its prompts.
+    ``backgrounds[i]`` in its prompt ("a large object on a white background"), which is averaged
+    with a plain one ("a large object") when ``plain_prompt``.
 
     Example:
         >>> task = spurious_task(per_group=50)
@@ -80,7 +83,7 @@ def spurious_task(
                 labels.append(i)
                 groups.append(f"{value}/{background}")
     batch = batch_from_scenes(scenes, [make_caption(s, rng) for s in scenes], world.image_size, world.patch_size)
-    prompts = [[f"a {value} object", f"a {value} object on a {background} background"]
+    prompts = [[f"a {value} object"] * plain_prompt + [f"a {value} object on a {background} background"]
                for value, background in zip(classes, backgrounds)]
     return SpuriousTask(batch.pixels, batch.images, labels, groups, list(classes), prompts)
 

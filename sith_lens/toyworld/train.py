@@ -84,8 +84,8 @@ class TrainConfig:
     batches: str = "pairs"
     #: For "pairs": the share of each batch given to one-object scenes captioned by one attribute
     #: ("a star"), and how often each attribute is the one named (ToyWorld.contrastive_batch).
-    prompt_share: float = 0.5
-    prompt_weights: str = "shape=3,texture=3,size=1,position=1,color=0.5,background=0.5"
+    prompt_share: float = 0.7
+    prompt_weights: str = "shape=6,texture=2,size=1,position=1,color=0.5,background=0.5"
     #: For "groups": how often each attribute is the varied one ("name=weight,...").
     group_weights: str = "shape=3,position=2,texture=2,size=1,color=1,background=1"
     #: Initialise the vision position embeddings as a 2-D sine-cosine grid with this RMS (0: keep
@@ -209,14 +209,24 @@ def _encoders(model, tokenizer, bf16: bool):
     return encode_image, encode_text
 
 
+def pair_batch_layout(batch_size: int, prompt_share: float) -> tuple[int, int]:
+    """(n_pairs, n_prompts) of a "pairs" batch: 2 * n_pairs + n_prompts images, which is
+    ``batch_size`` or one less (the pairs take what the rounded prompt share leaves, in whole pairs).
+
+    Example:
+        >>> pair_batch_layout(256, 0.7)
+        (38, 179)
+    """
+    n_prompts = int(round(batch_size * prompt_share))
+    return (batch_size - n_prompts) // 2, n_prompts
+
+
 def _prepare(world: ToyWorld, step: int, cfg: TrainConfig, tokenizer) -> tuple[ToyBatch, dict, torch.Tensor]:
     if cfg.batches == "groups":
         batch = world.group_batch(step, cfg.batch_size, parse_weights(cfg.group_weights))
     elif cfg.batches == "pairs":
-        n_prompts = int(round(cfg.batch_size * cfg.prompt_share))
-        batch = world.contrastive_batch(
-            step, (cfg.batch_size - n_prompts) // 2, n_prompts, parse_weights(cfg.prompt_weights)
-        )
+        n_pairs, n_prompts = pair_batch_layout(cfg.batch_size, cfg.prompt_share)
+        batch = world.contrastive_batch(step, n_pairs, n_prompts, parse_weights(cfg.prompt_weights))
     else:
         batch = world.batch(step, cfg.batch_size)
     captions = list(batch.captions)
@@ -438,8 +448,10 @@ def _recipe_extras(cfg: dict) -> str:
     """Model-card lines for the optional recipe settings a run used."""
     lines = []
     if cfg.get("batches") == "pairs" and cfg.get("prompt_share"):
+        n_pairs, n_prompts = pair_batch_layout(cfg["batch_size"], cfg["prompt_share"])
         lines.append(f"- Prompt items: {cfg['prompt_share']:.0%} of each batch are one-object scenes captioned by one "
-                     f"attribute (\"a star\"), the attribute drawn with weights {cfg['prompt_weights']}.")
+                     f"attribute (\"a star\"), the attribute drawn with weights {cfg['prompt_weights']}; "
+                     f"a batch holds {n_prompts} of them and {n_pairs} pairs ({n_prompts + 2 * n_pairs} images).")
     if cfg.get("negatives"):
         lines.append(f"- Hard-negative captions: {cfg['negatives']} per image, one attribute word swapped "
                      f"(weights {cfg['negative_weights']}).")
