@@ -14,7 +14,7 @@ from sith_lens.demo import Workbench
 from sith_lens.demo import images as demo_images
 from sith_lens.demo import lucid_views, sith_views
 
-COLOURS = ["red", "blue", "green", "yellow"]
+SHAPES = ["circle", "square", "triangle", "diamond", "cross", "star"]
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +118,10 @@ def test_concept_search_ranks_heads_and_suggests_near_misses(wb):
 
 # -- Edit --------------------------------------------------------------------------------------------
 def test_edit_view_reports_the_edit_and_its_effect(wb):
-    # on the toy CLIP the colour vectors of layers 2-5 also carry shape: shape predictions move
+    # on the toy CLIP, suppressing the vectors SITH explains with shape words moves shape predictions
     prompts = ", ".join(sith_views.default_prompts(wb, "shape"))
-    summary, table, fig, gallery = sith_views.edit_view(wb, COLOURS, [], 2.0, 0.5, prompts, None, "shape")
-    _, m = wb.edited(sith_views.edit_spec(wb, COLOURS, [], 2.0, 0.5))
+    summary, table, fig, gallery = sith_views.edit_view(wb, SHAPES, [], 2.0, 0.5, prompts, None, "shape")
+    _, m = wb.edited(sith_views.edit_spec(wb, SHAPES, [], 2.0, 0.5))
     n = len(wb.edit_samples("shape"))
     assert f"{int((m != 1).sum())} singular vectors in {int((m != 1).any(-1).sum())} heads" in summary
     assert len(table) == len(gallery) == n and set(table["truth"]) == set(sith_views.default_prompts(wb, "shape"))
@@ -131,6 +131,10 @@ def test_edit_view_reports_the_edit_and_its_effect(wb):
     changed = int((table["changed"] == "yes").sum())
     assert f"Predictions changed on {changed} of {n}" in summary and changed > 0
     assert len(fig.data) == 2 and len(fig.data[0].y) == len(classes)
+    # and leaves colour predictions alone: the edit is specific
+    colours = ", ".join(sith_views.default_prompts(wb, "color"))
+    summary, table, _, _ = sith_views.edit_view(wb, SHAPES, [], 2.0, 0.5, colours, None, "color")
+    assert (table["changed"] == "").all() and "Predictions changed on 0 of" in summary
     # an edit that selects nothing leaves every prediction as it was, and says why
     summary, table, _, _ = sith_views.edit_view(wb, ["top left"], [], 2.0, 1.0, prompts, None, "shape")
     assert "0 singular vectors" in summary and "lower the threshold" in summary

@@ -110,7 +110,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                             "explanation puts at least *threshold* of its weight on a chosen concept is zeroed "
                             "(suppress) or scaled by *factor* (amplify). No retraining.")
                 with gr.Row():
-                    suppress = gr.Dropdown([], value=["red", "blue", "green", "yellow"] if wb.is_toy else [], multiselect=True, allow_custom_value=True, label="suppress")
+                    suppress = gr.Dropdown([], value=list(TOY_VALUES["shape"]) if wb.is_toy else [], multiselect=True, allow_custom_value=True, label="suppress")
                     amplify = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="amplify")
                 with gr.Row():
                     factor = gr.Slider(-1, 4, value=2, step=0.1, label="amplify factor")
@@ -123,10 +123,10 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                     prompts = gr.Textbox(", ".join(sith_views.default_prompts(wb, start)), scale=4,
                                          label="zero-shot classes (comma-separated prompts)")
                 if wb.is_toy:
-                    gr.Markdown("On the toy CLIP, the singular vectors SITH explains as colour carry *position*: "
-                                "suppressing them in the last four layers leaves colour predictions intact and "
-                                "breaks some position predictions (README, edit benchmark). Switch the samples to "
-                                "**color** to see it.")
+                    gr.Markdown("On the toy CLIP, suppressing the singular vectors SITH explains with shape words "
+                                "breaks shape predictions and leaves the others alone: switch the samples to "
+                                "**color** to check. Colour itself is hard to remove from these heads "
+                                "(README, edit benchmark).")
                 edit_upload = gr.File(label="your image (optional)", file_count="single")
                 with gr.Row():
                     apply = gr.Button("Apply edit", variant="primary")
