@@ -83,7 +83,7 @@ def spurious_task(
                 labels.append(i)
                 groups.append(f"{value}/{background}")
     batch = batch_from_scenes(scenes, [make_caption(s, rng) for s in scenes], world.image_size, world.patch_size)
-    prompts = [[f"a {value} object"] * plain_prompt + [f"a {value} object on a {background} background"]
+    prompts = [([f"a {value} object"] if plain_prompt else []) + [f"a {value} object on a {background} background"]
                for value, background in zip(classes, backgrounds)]
     return SpuriousTask(batch.pixels, batch.images, labels, groups, list(classes), prompts)
 
