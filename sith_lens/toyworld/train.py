@@ -8,12 +8,12 @@ image-embedding mean (image_mean.safetensors), training.json and a model card (R
 
 Loss: symmetric InfoNCE with a learned temperature, where every caption that is *true* of an image
 counts as a positive for it (the toy world's semantics say which), so a short caption such as
-"a red object" is not pushed away from the other red-object scenes of its batch. Half of each batch
-is hard-negative pairs (a scene and a copy with one value changed, both captions naming it), half
-one-object scenes captioned by one attribute, weighted towards shape and texture. The vision
-position embeddings start as a 2-D sine-cosine grid and the vision attention heads mimetically
-(W_Q W_K^T near +I, W_V W_O near -I). With these defaults colour, background, position, size and
-texture are learned by step 800; shape leaves chance only after step 1,000 (see the README).
+"a red object" is not pushed away from the other red-object scenes of its batch. 70 % of each
+batch is one-object scenes captioned by one attribute, weighted towards shape ("a star"); the rest
+is hard-negative pairs (a scene and a copy with one value changed, both captions naming it). The
+vision position embeddings start as a 2-D sine-cosine grid and the vision attention heads
+mimetically (W_Q W_K^T near +I, W_V W_O near -I). With these defaults every attribute reaches 1.00
+zero-shot on the validation world by step 1,200 of 1,500; position is learned last (see the README).
 """
 
 from __future__ import annotations
