@@ -265,6 +265,59 @@ def test_training_decreases_loss_and_saves_a_loadable_sae(toy_acts, tmp_path):
     torch.testing.assert_close(loaded.W_dec, final.W_dec)
 
 
+def _step(sae, batch, step, ot=0.5):
+    from sae_lens.saes.sae import TrainStepInput
+
+    return sae.training_forward_pass(TrainStepInput(
+        sae_in=batch, coefficients={"ot": ot, "aux": 0.0}, dead_neuron_mask=None,
+        n_training_steps=step, is_logging_step=False,
+    ))
+
+
+def test_lazy_transport_runs_every_nth_step_with_n_times_the_weight(toy_acts):
+    from sith_lens.adapters.sae_lens import TrainingLucidSAE
+
+    batch = toy_acts.batch_at(0, 16, seed=0)
+    torch.manual_seed(0)
+    lazy = TrainingLucidSAE(small_training_cfg(ot_every=3))
+    lazy.initialize_from_data(toy_acts)
+    every = TrainingLucidSAE(small_training_cfg(ot_every=1))
+    every.load_state_dict(lazy.state_dict())
+    with torch.no_grad():
+        assert float(_step(lazy, batch, 1).losses["gcmt"]) == 0.0
+        assert float(_step(lazy, batch, 2).losses["gcmt"]) == 0.0
+        on, reference = _step(lazy, batch, 3).losses["gcmt"], _step(every, batch, 3).losses["gcmt"]
+    assert float(reference) > 0
+    torch.testing.assert_close(on, 3 * reference)
+
+
+def test_wider_cost_cut_sends_alignment_gradient_below_the_top_k(toy_acts):
+    from sith_lens.adapters.sae_lens import TrainingLucidSAE
+
+    batch = toy_acts.batch_at(0, 4, seed=0)  # few patches, many latents: some latents are in no code
+    grads = {}
+    for cost_k in (0, 24):
+        torch.manual_seed(0)
+        sae = TrainingLucidSAE(small_training_cfg(d_sae=424, ot_cost_k=cost_k, ot_every=1))
+        sae.initialize_from_data(toy_acts)
+        out = _step(sae, batch, 0)
+        out.losses["gcmt"].backward()
+        grads[cost_k] = sae.W_enc_vision.grad[:, : sae.cfg.n_shared].abs().sum(0)
+        codes = sae.encode(batch.patch_rows, "vision")[:, : sae.cfg.n_shared]
+        never_in_code = (codes == 0).all(0)
+    assert bool(never_in_code.any())
+    # on the codes, a latent outside every code gets no transport gradient; with a wider cut some do
+    assert float(grads[0][never_in_code].abs().max()) == 0.0
+    assert float(grads[24][never_in_code].abs().max()) > 0.0
+
+
+def test_training_config_rejects_bad_lazy_and_cost_settings():
+    with pytest.raises(ValueError, match="ot_every must be >= 1"):
+        small_training_cfg(ot_every=0)
+    with pytest.raises(ValueError, match="ot_cost_k must be 0"):
+        small_training_cfg(ot_cost_k=3)  # below k_shared=6
+
+
 def test_training_is_seeded_and_resumable(toy_acts, tmp_path):
     from sith_lens.adapters.sae_lens import train_lucid
 

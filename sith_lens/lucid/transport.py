@@ -44,7 +44,7 @@ class GCMTConfig:
     #: Share of an image's patch mass that is matched to words (partial transport); the rest goes
     #: to a "no word" column at a constant cost, so background patches need not match any word.
     #: 1 is balanced OT, where every patch must be matched.
-    patch_mass: float = 0.5
+    patch_mass: float = 0.2
     #: Contextual guidance: weight of the frozen model's own patch-token similarity in the prior
     #: (0 turns it off; the rest of the prior is uniform over patches).
     context_weight: float = 0.5
@@ -226,37 +226,38 @@ def gcmt_loss(
     b = token_marginals(token_weights.float())
     smooth = grid_kernel(grid, cfg.grid_sigma, patch_codes.device)
 
-    def distances(cost: Tensor, log_q: Tensor | None, b_words: Tensor) -> tuple[Tensor, Tensor, float]:
-        """Transport distance per problem, the word part of each plan, and the marginal error."""
-        plans, error = _partial_plans(cost if log_q is None else cost - cfg.eps * log_q, b_words, cfg)
-        words = plans[..., : cost.shape[-1]]
-        return ((smooth @ words) * cost).sum((-1, -2)) / cfg.patch_mass, words, error
-
     p_hat, t_hat = unit_rows(patch_codes), unit_rows(token_codes)
     cost = 1.0 - p_hat @ t_hat.transpose(-1, -2)
-    matched, plans, error = distances(cost, log_prior, b)
-    matched_distance = matched.mean()
-    nce = matched_distance.new_zeros(())
+    costs, guided, marginals = [cost], [cost.detach() - cfg.eps * log_prior], [b]
     n_neg = min(cfg.n_negatives, n_pairs - 1)
+    images = torch.arange(n_pairs, device=patch_codes.device)
     if n_neg > 0:
         # image i against captions i + s (mod B) for n_neg random shifts s; caption j then meets
-        # images j - s, so both directions get n_neg negatives from the same problems
+        # images j - s, so both directions get n_neg negatives from the same problems. Caption
+        # i + s of every image i is the caption batch rolled by -s (cheaper to differentiate than
+        # gathering [B, S, L, n] codes). Negatives use the uniform prior.
         shifts = 1 + torch.randperm(n_pairs - 1, generator=generator)[:n_neg].to(patch_codes.device)
-        images = torch.arange(n_pairs, device=patch_codes.device)
-        captions = (images[:, None] + shifts[None]) % n_pairs  # [B, S]
-        # caption i + s of every image i is the caption batch rolled by -s (cheaper to
-        # differentiate than gathering [B, S, L, n] codes)
-        neg_cost = torch.stack([1.0 - p_hat @ t_hat.roll(-int(sh), 0).transpose(-1, -2) for sh in shifts.tolist()], 1)
-        flat = neg_cost.reshape(n_pairs * n_neg, n_patches, -1)
-        negative, _, neg_error = distances(flat, None, b[captions].reshape(n_pairs * n_neg, -1))
-        error = max(error, neg_error)
-        negative = negative.reshape(n_pairs, n_neg)
+        for sh in shifts.tolist():
+            neg = 1.0 - p_hat @ t_hat.roll(-sh, 0).transpose(-1, -2)
+            costs.append(neg)
+            guided.append(neg.detach())
+            marginals.append(b.roll(-sh, 0))
+    # one batched Sinkhorn solve for the matched pairs and every negative
+    plans, error = _partial_plans(torch.cat(guided), torch.cat(marginals), cfg)
+    words = (smooth @ plans[..., : cost.shape[-1]]).reshape(n_neg + 1, n_pairs, n_patches, -1)
+    distance = torch.stack([(w * c).sum((-1, -2)) for w, c in zip(words, costs)]) / cfg.patch_mass  # [1 + S, B]
+    matched = distance[0]
+    matched_distance = matched.mean()
+    nce = matched_distance.new_zeros(())
+    if n_neg > 0:
+        negative = distance[1:].T  # [B, S]: image i against caption i + s
         image_to_text = torch.cat([matched[:, None], negative], 1)
         text_to_image = torch.cat([matched[:, None], negative[(images[:, None] - shifts[None]) % n_pairs,
                                                                torch.arange(n_neg, device=images.device)[None]]], 1)
         target = torch.zeros(n_pairs, dtype=torch.long, device=patch_codes.device)
         nce = 0.5 * (F.cross_entropy(-image_to_text / cfg.nce_temperature, target)
                      + F.cross_entropy(-text_to_image / cfg.nce_temperature, target))
+    plans = plans[:n_pairs, :, : cost.shape[-1]]
     if not math.isfinite(error):
         raise FloatingPointError("Sinkhorn produced non-finite plans; check the codes for NaN")
     return GCMTOutput(matched_distance + nce, matched_distance, nce, plans.detach(), error)
