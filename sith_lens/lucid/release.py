@@ -33,6 +33,11 @@ RECIPE: dict[str, Any] = {
     "k_private": 2,
     "ot_coefficient": 0.5,
     "ot_iterations": 50,
+    # the transport settings the shipped release was trained with (the defaults before ot_cost_k,
+    # lazy transport and patch_mass 0.2), pinned so that this recipe rebuilds it
+    "ot_patch_mass": 0.5,
+    "ot_cost_k": 0,
+    "ot_every": 1,
     "steps": 2000,
     "batch_size": 32,
     "lr": 1e-3,
@@ -55,7 +60,8 @@ def build(out: Path, recipe: dict[str, Any], progress: bool = True) -> dict[str,
     cfg = TrainingLucidSAEConfig(
         d_in=acts.d_in, d_sae=recipe["d_sae"], n_private_vision=recipe["n_private"], n_private_text=recipe["n_private"],
         k_shared=recipe["k_shared"], k_private=recipe["k_private"], ot_coefficient=recipe["ot_coefficient"],
-        ot_iterations=recipe["ot_iterations"],
+        ot_iterations=recipe["ot_iterations"], ot_patch_mass=recipe["ot_patch_mass"],
+        ot_cost_k=recipe["ot_cost_k"], ot_every=recipe["ot_every"],
     )
     cfg.metadata["model_name"] = "toy"
     sae = train_lucid(acts, cfg, steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
