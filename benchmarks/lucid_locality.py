@@ -67,7 +67,7 @@ def own_values(labels: torch.Tensor, values: torch.Tensor, attribute: int) -> to
 
 
 @torch.no_grad()
-def oracle_pointing(model, train: PairedActivations, held_out: PairedActivations) -> dict[str, Any]:
+def oracle_pointing(train: PairedActivations, held_out: PairedActivations) -> dict[str, Any]:
     """A ceiling for the pointing game on these patch inputs. For each attribute a *supervised*
     ridge probe, fitted on the training scenes' patches, scores every patch for each value (the
     value of the patch's own object, or background); a word's heat map is its value's score, and
@@ -78,11 +78,7 @@ def oracle_pointing(model, train: PairedActivations, held_out: PairedActivations
     train_labels = train.extras["image.patch_labels"].reshape(train.patches.shape[0], -1)
     test_labels = held_out.extras["image.patch_labels"].reshape(held_out.patches.shape[0], -1)
     train_values, test_values = train.extras["image.values"], held_out.extras["image.values"]
-    # the patches of each image once (pairs may share images)
-    first = {int(i): p for p, i in reversed(list(enumerate(held_out.image_index.tolist())))}
-    test_patches = held_out.patches[torch.tensor([first[i] for i in range(len(test_labels))])].float()
-    train_first = {int(i): p for p, i in reversed(list(enumerate(train.image_index.tolist())))}
-    train_patches = train.patches[torch.tensor([train_first[i] for i in range(len(train_labels))])].float()
+    train_patches, test_patches = train.patches.float(), held_out.patches.float()  # [I, N, d]: one row per image
     objects = held_out.extras["pair.token_objects"]
     attributes = held_out.extras["pair.token_attributes"]
     for a, name in enumerate(ATTRIBUTES):
@@ -152,7 +148,7 @@ def pointing_breakdown(patch_codes, token_codes, acts, batch) -> dict[str, dict[
 def main() -> None:
     model = sl.load_clip("toy")
     acts = collect_toy_activations(model, 512, seed=EVAL_SEED, progress=False)
-    oracle = oracle_pointing(model, collect_toy_activations(model, 3072, seed=TRAIN_SEED, progress=False), acts)
+    oracle = oracle_pointing(collect_toy_activations(model, 3072, seed=TRAIN_SEED, progress=False), acts)
     batch = acts.pair_batch(torch.arange(len(acts)))
     dense = pointing_breakdown(F.normalize(batch.patches, dim=-1), F.normalize(batch.tokens, dim=-1) *
                                batch.token_mask[..., None], acts, batch)

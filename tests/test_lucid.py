@@ -231,14 +231,19 @@ def test_batches_are_seeded_and_pure_in_step(toy_acts):
 
 
 # -- training ------------------------------------------------------------------------------------------
-def _loss_on(sae, batch):
+def _step(sae, batch, step, ot=0.5):
+    """The training forward pass of ``batch`` at training step ``step`` (no AuxK)."""
     from sae_lens.saes.sae import TrainStepInput
 
+    return sae.training_forward_pass(TrainStepInput(
+        sae_in=batch, coefficients={"ot": ot, "aux": 0.0}, dead_neuron_mask=None,
+        n_training_steps=step, is_logging_step=False,
+    ))
+
+
+def _loss_on(sae, batch):
     with torch.no_grad():
-        out = sae.training_forward_pass(TrainStepInput(
-            sae_in=batch, coefficients={"ot": 0.5, "aux": 0.0}, dead_neuron_mask=None,
-            n_training_steps=0, is_logging_step=False,
-        ))
+        out = _step(sae, batch, 0)
     return float(out.loss), out
 
 
@@ -263,15 +268,6 @@ def test_training_decreases_loss_and_saves_a_loadable_sae(toy_acts, tmp_path):
     loaded = SAE.load_from_disk(tmp_path / "final")
     assert type(loaded) is LucidSAE
     torch.testing.assert_close(loaded.W_dec, final.W_dec)
-
-
-def _step(sae, batch, step, ot=0.5):
-    from sae_lens.saes.sae import TrainStepInput
-
-    return sae.training_forward_pass(TrainStepInput(
-        sae_in=batch, coefficients={"ot": ot, "aux": 0.0}, dead_neuron_mask=None,
-        n_training_steps=step, is_logging_step=False,
-    ))
 
 
 def test_lazy_transport_runs_every_nth_step_with_n_times_the_weight(toy_acts):
