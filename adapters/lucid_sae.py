@@ -136,6 +136,12 @@ class LucidWeights(nn.Module):
                 f"got {list(x.shape)}; collect them at that hook of the model it was trained on"
             )
 
+    def visible_pre_activations(self, x: Float[Tensor, "... d_in"], modality: str) -> Float[Tensor, "... n_visible"]:
+        """Pre-activations of the latents ``modality`` uses (``visible``: the shared block, then its
+        private block), from raw activations; no checks and no hooks (the training path)."""
+        w = self.modality_weights(modality)
+        return (x / w["scale"] - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+
     def encode_normalized(
         self, x: Float[Tensor, "... d_in"], modality: str, hooks: nn.Module
     ) -> tuple[Float[Tensor, "... d_sae"], Float[Tensor, "... d_sae"]]:
@@ -144,10 +150,8 @@ class LucidWeights(nn.Module):
         modality = check_modality(modality)
         self._check_input(x, modality)
         cfg = self.cfg
-        w = self.modality_weights(modality)
         visible = self.visible(modality)
-        sae_in = hooks.hook_sae_input(x.to(self.W_dec.dtype))
-        pre_visible = (sae_in / w["scale"] - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+        pre_visible = self.visible_pre_activations(hooks.hook_sae_input(x.to(self.W_dec.dtype)), modality)
         pre = pre_visible.new_zeros(*pre_visible.shape[:-1], cfg.d_sae).index_copy(-1, visible, pre_visible)
         pre = hooks.hook_sae_acts_pre(pre)
         codes_visible = block_topk(pre.index_select(-1, visible), cfg.n_shared, cfg.k_shared, cfg.k_private)

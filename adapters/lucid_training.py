@@ -32,7 +32,9 @@ from sae_lens.saes.sae import TrainCoefficientConfig, TrainStepInput, TrainStepO
 
 from sith_lens.atomic import atomic_directory
 from sith_lens.lucid.data import PairedActivations, PairedBatch
-from sith_lens.lucid.sparse import MODALITIES, auxk_loss, fvu, normalize_rows_, remove_parallel_gradient, topk_relu
+from sith_lens.lucid.sparse import (
+    MODALITIES, auxk_loss, block_topk_indices, decode_sparse, fvu, normalize_rows_, remove_parallel_gradient, topk_relu,
+)
 from sith_lens.lucid.transport import GCMTConfig, config_from_details, gcmt_loss, guidance_prior
 
 from .lucid_sae import LucidSAE, LucidSAEConfig, LucidShape, LucidWeights, check_lucid_shape, register_in
@@ -155,35 +157,45 @@ class TrainingLucidSAE(LucidWeights, TrainingSAE[TrainingLucidSAEConfig]):
         codes, pres, recons, losses = {}, {}, {}, {}
         aux = batch.patches.new_zeros(())
         for modality in MODALITIES:
-            x = inputs[modality]
-            codes[modality], pres[modality] = self.encode_normalized(x, modality, self)
-            recons[modality] = self.decode_normalized(codes[modality], modality, self)
+            # the visible latents only, and a sparse decode: no full-width tensors on the gradient path
+            x, visible = inputs[modality], self.visible(modality)
+            scale, b_dec = getattr(self, f"scale_{modality}"), getattr(self, f"b_dec_{modality}")
+            pres[modality] = self.visible_pre_activations(x, modality)
+            values, indices = block_topk_indices(pres[modality], cfg.n_shared, cfg.k_shared, cfg.k_private)
+            indices = visible[indices]
+            recons[modality] = (decode_sparse(values, indices, self.W_dec) + b_dec) * scale
+            codes[modality] = (values, indices)
             losses[f"fvu_{modality}"] = fvu(x, recons[modality])
             if dead is not None and coefficients.get("aux", 0) > 0:
-                visible = self.visible(modality)
-                scale = getattr(self, f"scale_{modality}")
                 residual = ((x - recons[modality]) / scale).detach()
-                aux = aux + auxk_loss(residual, pres[modality][:, visible], dead[visible], self.W_dec[visible], cfg.k_aux)
+                aux = aux + auxk_loss(residual, pres[modality], dead[visible], self.W_dec[visible], cfg.k_aux)
         losses["aux"] = coefficients.get("aux", 0) * aux
         metrics: dict[str, Any] = {}
         losses["gcmt"] = batch.patches.new_zeros(())
         if coefficients.get("ot", 0) > 0 and step_input.n_training_steps % cfg.ot_every == 0:
-            if cfg.ot_cost_k > 0:
-                cost_codes = {m: topk_relu(pres[m][:, : cfg.n_shared], cfg.ot_cost_k) for m in MODALITIES}
-            else:
-                cost_codes = codes
+            # the shared block comes first among a modality's visible latents
+            k = cfg.ot_cost_k or cfg.k_shared
+            cost_codes = {m: topk_relu(pres[m][:, : cfg.n_shared], k) for m in MODALITIES}
             out = self.gcmt_terms(batch, cost_codes["vision"], cost_codes["text"], step_input.n_training_steps)
             losses["gcmt"] = coefficients["ot"] * cfg.ot_every * out.loss
             metrics.update(ot_matched_distance=out.matched_distance.detach(), ot_marginal_error=out.marginal_error)
+        with torch.no_grad():  # full-width codes and pre-activations, for the trainer's firing counts
+            dense = {m: self._full_width(pres[m], *codes[m], m) for m in MODALITIES}
         return TrainStepOutput(
             sae_in=torch.cat([inputs["vision"], inputs["text"]]),
             sae_out=torch.cat([recons["vision"], recons["text"]]),
-            feature_acts=torch.cat([codes["vision"], codes["text"]]),
-            hidden_pre=torch.cat([pres["vision"], pres["text"]]),
+            feature_acts=torch.cat([dense["vision"][0], dense["text"][0]]),
+            hidden_pre=torch.cat([dense["vision"][1], dense["text"][1]]),
             loss=sum(losses.values()),
             losses=losses,
             metrics=metrics,
         )
+
+    def _full_width(self, pre_visible: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, modality: str):
+        """Dense ``[rows, d_sae]`` codes and pre-activations from the training path's sparse ones."""
+        codes = values.new_zeros(len(values), self.cfg.d_sae).scatter_(-1, indices, values)
+        pre = pre_visible.new_zeros(len(values), self.cfg.d_sae).index_copy_(-1, self.visible(modality), pre_visible)
+        return codes, pre
 
     def gcmt_terms(self, batch: PairedBatch, patch_codes: torch.Tensor, token_codes: torch.Tensor, step: int = 0):
         """The GCMT loss of a batch from the codes of its patch rows and token rows; the negatives

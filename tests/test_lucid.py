@@ -270,6 +270,41 @@ def test_training_decreases_loss_and_saves_a_loadable_sae(toy_acts, tmp_path):
     torch.testing.assert_close(loaded.W_dec, final.W_dec)
 
 
+def test_training_step_matches_the_inference_maths(toy_acts):
+    """The training step's sparse path (visible latents, embedding-bag decode) gives the codes,
+    pre-activations and reconstructions of the inference SAE's dense, hooked path."""
+    from sith_lens.adapters.sae_lens import TrainingLucidSAE
+
+    torch.manual_seed(0)
+    sae = TrainingLucidSAE(small_training_cfg())
+    sae.initialize_from_data(toy_acts)
+    inference = sae.to_inference()
+    batch = toy_acts.batch_at(0, 8, seed=0)
+    with torch.no_grad():
+        out = _step(sae, batch, 1)
+        rows = {"vision": batch.patch_rows, "text": batch.token_rows}
+        codes = torch.cat([inference.encode(rows[m], m) for m in ("vision", "text")])
+        pre = torch.cat([inference.encode_normalized(rows[m], m, inference)[1] for m in ("vision", "text")])
+        recons = torch.cat([inference.decode(inference.encode(rows[m], m), m) for m in ("vision", "text")])
+    torch.testing.assert_close(out.feature_acts, codes)
+    torch.testing.assert_close(out.hidden_pre, pre)
+    torch.testing.assert_close(out.sae_out, recons, atol=1e-5, rtol=1e-5)
+
+
+def test_sparse_decode_equals_the_dense_product():
+    from sith_lens.lucid.sparse import block_topk_indices, decode_sparse
+
+    pre, decoder = torch.randn(30, 20, requires_grad=True), torch.randn(20, 7, requires_grad=True)
+    values, indices = block_topk_indices(pre, n_shared=12, k_shared=3, k_private=2)
+    sparse = decode_sparse(values, indices, decoder)
+    dense = block_topk(pre, n_shared=12, k_shared=3, k_private=2) @ decoder
+    torch.testing.assert_close(sparse, dense)
+    grads = torch.autograd.grad(sparse.square().sum(), (pre, decoder))
+    expected = torch.autograd.grad(dense.square().sum(), (pre, decoder))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
 def test_lazy_transport_runs_every_nth_step_with_n_times_the_weight(toy_acts):
     from sith_lens.adapters.sae_lens import TrainingLucidSAE
 

@@ -227,25 +227,25 @@ def gcmt_loss(
     smooth = grid_kernel(grid, cfg.grid_sigma, patch_codes.device)
 
     p_hat, t_hat = unit_rows(patch_codes), unit_rows(token_codes)
-    cost = 1.0 - p_hat @ t_hat.transpose(-1, -2)
-    costs, guided, marginals = [cost], [cost.detach() - cfg.eps * log_prior], [b]
     n_neg = min(cfg.n_negatives, n_pairs - 1)
     images = torch.arange(n_pairs, device=patch_codes.device)
+    # image i against captions i + s (mod B) for n_neg random shifts s; caption j then meets images
+    # j - s, so both directions get n_neg negatives from the same problems. Caption i + s of every
+    # image i is the caption batch rolled by -s; all captions an image meets are stacked along the
+    # token axis, so that one product gives every cost. Negatives use the uniform prior.
+    shifts = torch.zeros(0, dtype=torch.long, device=patch_codes.device)
     if n_neg > 0:
-        # image i against captions i + s (mod B) for n_neg random shifts s; caption j then meets
-        # images j - s, so both directions get n_neg negatives from the same problems. Caption
-        # i + s of every image i is the caption batch rolled by -s (cheaper to differentiate than
-        # gathering [B, S, L, n] codes). Negatives use the uniform prior.
         shifts = 1 + torch.randperm(n_pairs - 1, generator=generator)[:n_neg].to(patch_codes.device)
-        for sh in shifts.tolist():
-            neg = 1.0 - p_hat @ t_hat.roll(-sh, 0).transpose(-1, -2)
-            costs.append(neg)
-            guided.append(neg.detach())
-            marginals.append(b.roll(-sh, 0))
+    rolls = [0, *shifts.tolist()]
+    met = torch.cat([t_hat.roll(-sh, 0) for sh in rolls], 1)  # [B, (1 + S) L, n]
+    n_tokens = token_codes.shape[1]
+    costs = (1.0 - p_hat @ met.transpose(-1, -2)).unflatten(-1, (len(rolls), n_tokens)).movedim(-2, 0)  # [1 + S, B, N, L]
+    guided = torch.cat([costs[0].detach() - cfg.eps * log_prior, costs[1:].detach().flatten(0, 1)])
+    marginals = torch.cat([b.roll(-sh, 0) for sh in rolls])
     # one batched Sinkhorn solve for the matched pairs and every negative
-    plans, error = _partial_plans(torch.cat(guided), torch.cat(marginals), cfg)
-    words = (smooth @ plans[..., : cost.shape[-1]]).reshape(n_neg + 1, n_pairs, n_patches, -1)
-    distance = torch.stack([(w * c).sum((-1, -2)) for w, c in zip(words, costs)]) / cfg.patch_mass  # [1 + S, B]
+    plans, error = _partial_plans(guided, marginals, cfg)
+    words = (smooth @ plans[..., :n_tokens]).reshape(n_neg + 1, n_pairs, n_patches, n_tokens)
+    distance = (words * costs).sum((-1, -2)) / cfg.patch_mass  # [1 + S, B]
     matched = distance[0]
     matched_distance = matched.mean()
     nce = matched_distance.new_zeros(())
@@ -257,7 +257,7 @@ def gcmt_loss(
         target = torch.zeros(n_pairs, dtype=torch.long, device=patch_codes.device)
         nce = 0.5 * (F.cross_entropy(-image_to_text / cfg.nce_temperature, target)
                      + F.cross_entropy(-text_to_image / cfg.nce_temperature, target))
-    plans = plans[:n_pairs, :, : cost.shape[-1]]
+    plans = plans[:n_pairs, :, :n_tokens]
     if not math.isfinite(error):
         raise FloatingPointError("Sinkhorn produced non-finite plans; check the codes for NaN")
     return GCMTOutput(matched_distance + nce, matched_distance, nce, plans.detach(), error)
