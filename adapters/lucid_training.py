@@ -240,6 +240,8 @@ class LucidTrainer(SAETrainer):
                 n_training_steps=self.n_training_steps,
                 is_logging_step=self._is_logging_step(),
             ))
+        if "ot_matched_distance" in out.metrics:  # a transport step: keep its loss for the progress bar
+            self.last_gcmt = float(out.losses["gcmt"].detach()) / sae.cfg.ot_every
         with torch.no_grad():
             firing = out.feature_acts != 0
             self.n_forward_passes_since_fired += 1
@@ -256,6 +258,16 @@ class LucidTrainer(SAETrainer):
         for scheduler in self.coefficient_schedulers.values():
             scheduler.step()
         return out
+
+    #: The GCMT loss of the last transport step, per step (divided by ``ot_every``), for display.
+    last_gcmt: float | None = None
+
+    def _update_pbar(self, step_output: TrainStepOutput, pbar: Any, update_interval: int = 100) -> None:
+        """SAETrainer's bar shows the losses of the step it lands on, which with lazy transport is
+        rarely a transport step: show the last transport step's GCMT loss instead."""
+        if self.last_gcmt is not None:
+            step_output = replace(step_output, losses={**step_output.losses, "gcmt": torch.tensor(self.last_gcmt)})
+        super()._update_pbar(step_output, pbar, update_interval)
 
 
 def train_lucid(

@@ -322,6 +322,33 @@ def test_lazy_transport_runs_every_nth_step_with_n_times_the_weight(toy_acts):
     torch.testing.assert_close(on, 3 * reference)
 
 
+def test_progress_bar_shows_the_last_transport_loss(toy_acts):
+    """With lazy transport the bar's step is rarely a transport step; it shows the last one's loss."""
+    import io
+
+    from sae_lens.config import SAETrainerConfig
+    from tqdm import tqdm
+
+    from sith_lens.adapters.sae_lens import LucidTrainer, TrainingLucidSAE
+
+    torch.manual_seed(0)
+    sae = TrainingLucidSAE(small_training_cfg(ot_every=2, ot_warm_up_steps=0))  # full weight at once
+    sae.initialize_from_data(toy_acts)
+    cfg = SAETrainerConfig(total_training_samples=64, train_batch_size_samples=8, lr=1e-3, lr_scheduler_name="constant",
+                           lr_warm_up_steps=0, lr_end=1e-3, device="cpu", dead_feature_window=100, feature_sampling_window=100)
+    trainer = LucidTrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+    outputs = []
+    for step in range(3):  # steps 0 and 2 transport, step 1 does not
+        trainer.n_training_steps = step
+        outputs.append(trainer.step(toy_acts.batch_at(step, 8, seed=0)))
+    assert float(outputs[1].losses["gcmt"]) == 0.0 and float(outputs[2].losses["gcmt"]) > 0
+    trainer.n_training_steps = 100
+    bar = tqdm(total=1, file=io.StringIO())
+    trainer._update_pbar(outputs[1], bar)
+    shown = float(bar.desc.split("gcmt: ")[1].split()[0].rstrip(":"))
+    assert shown == pytest.approx(float(outputs[2].losses["gcmt"]) / 2, rel=1e-4)
+
+
 def test_wider_cost_cut_sends_alignment_gradient_below_the_top_k(toy_acts):
     from sith_lens.adapters.sae_lens import TrainingLucidSAE
 
