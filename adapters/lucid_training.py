@@ -154,7 +154,7 @@ class TrainingLucidSAE(LucidWeights, TrainingSAE[TrainingLucidSAEConfig]):
         coefficients = step_input.coefficients
         dead = step_input.dead_neuron_mask
         inputs = {"vision": batch.patch_rows, "text": batch.token_rows}
-        codes, pres, recons, losses = {}, {}, {}, {}
+        pres, recons, dense, losses = {}, {}, {}, {}
         aux = batch.patches.new_zeros(())
         for modality in MODALITIES:
             # the visible latents only, and a sparse decode: no full-width tensors on the gradient path
@@ -164,7 +164,8 @@ class TrainingLucidSAE(LucidWeights, TrainingSAE[TrainingLucidSAEConfig]):
             values, indices = block_topk_indices(pres[modality], cfg.n_shared, cfg.k_shared, cfg.k_private)
             indices = visible[indices]
             recons[modality] = (decode_sparse(values, indices, self.W_dec) + b_dec) * scale
-            codes[modality] = (values, indices)
+            with torch.no_grad():  # full-width codes and pre-activations, for the trainer's firing counts
+                dense[modality] = self._full_width(pres[modality], values, indices, visible)
             losses[f"fvu_{modality}"] = fvu(x, recons[modality])
             if dead is not None and coefficients.get("aux", 0) > 0:
                 residual = ((x - recons[modality]) / scale).detach()
@@ -179,8 +180,6 @@ class TrainingLucidSAE(LucidWeights, TrainingSAE[TrainingLucidSAEConfig]):
             out = self.gcmt_terms(batch, cost_codes["vision"], cost_codes["text"], step_input.n_training_steps)
             losses["gcmt"] = coefficients["ot"] * cfg.ot_every * out.loss
             metrics.update(ot_matched_distance=out.matched_distance.detach(), ot_marginal_error=out.marginal_error)
-        with torch.no_grad():  # full-width codes and pre-activations, for the trainer's firing counts
-            dense = {m: self._full_width(pres[m], *codes[m], m) for m in MODALITIES}
         return TrainStepOutput(
             sae_in=torch.cat([inputs["vision"], inputs["text"]]),
             sae_out=torch.cat([recons["vision"], recons["text"]]),
@@ -191,10 +190,10 @@ class TrainingLucidSAE(LucidWeights, TrainingSAE[TrainingLucidSAEConfig]):
             metrics=metrics,
         )
 
-    def _full_width(self, pre_visible: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, modality: str):
+    def _full_width(self, pre_visible: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, visible: torch.Tensor):
         """Dense ``[rows, d_sae]`` codes and pre-activations from the training path's sparse ones."""
         codes = values.new_zeros(len(values), self.cfg.d_sae).scatter_(-1, indices, values)
-        pre = pre_visible.new_zeros(len(values), self.cfg.d_sae).index_copy_(-1, self.visible(modality), pre_visible)
+        pre = pre_visible.new_zeros(len(values), self.cfg.d_sae).index_copy_(-1, visible, pre_visible)
         return codes, pre
 
     def gcmt_terms(self, batch: PairedBatch, patch_codes: torch.Tensor, token_codes: torch.Tensor, step: int = 0):
