@@ -138,7 +138,7 @@ class LucidWeights(nn.Module):
 
     def visible_pre_activations(self, x: Float[Tensor, "... d_in"], modality: str) -> Float[Tensor, "... n_visible"]:
         """Pre-activations of the latents ``modality`` uses (``visible``: the shared block, then its
-        private block), from raw activations; no checks and no hooks (the training path)."""
+        private block), from raw activations, with no input checks and no hook points of its own."""
         w = self.modality_weights(modality)
         return (x / w["scale"] - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
 

@@ -30,7 +30,7 @@ Metrics (``sith_lens.lucid.evaluate`` and below):
   latents on the same rows (patches + tokens of the same pairs), mean over timed steps (a
   multiple of ``ot_every``, so the lazy transport steps count at their share).
 
-    python benchmarks/lucid_toy.py               # ~15 min on 2 CPU cores; the last line is JSON
+    python benchmarks/lucid_toy.py               # ~10 min on 2 CPU cores; the last line is JSON
     python benchmarks/lucid_toy.py --quick       # a smoke run (minutes)
 """
 
