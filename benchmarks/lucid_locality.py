@@ -1,23 +1,27 @@
-"""How local are the toy CLIP's patch tokens, and where does the packaged LUCID point?
+"""How local are the toy CLIP's patch tokens, and how does the packaged LUCID point next to a
+supervised reference and to maps that ignore the word?
 
-Three measurements on held-out toy scenes (seed 32), each a figure the README quotes:
+Measurements on held-out toy scenes (seeds 32, 4242, 5151; probes fitted on seed 31):
 
-- ``probe``: a ridge-regression linear probe (trained on 3/4 of the patches, scored on the rest)
-  reads an object's colour from the object's own patches and from *background* patches of
-  one-object scenes, at every vision block's residual stream. High accuracy from background
-  patches means the patch tokens carry the whole scene, which limits any patch-level grounding.
-- ``dense_pointing``: the pointing game of the toy CLIP's own cosine similarity between each
-  patch and each word in the joint space (MaskCLIP-style), with no SAE.
-- ``oracle_pointing``: a ceiling for any pointing on these patch inputs. A *supervised* linear probe
-  per attribute (trained on seed-31 scenes) scores each patch for each value of its own object,
-  and plays the pointing game with the named value's score; ``collision_ceiling`` is a perfect
-  attribute detector's score when objects that share the named value are picked at random.
-- ``release_pointing``: the packaged LUCID's pointing game split by the number of objects in the
-  scene, and where the missed peaks land (another object or the background).
-- ``top_patches_on_background``: of the top patches of the packaged LUCID's labelled latents
-  (``label_latents``), the share that show background, against the background's share of all patches.
+- ``probe_pointing`` (a *reference*, not a ceiling): per layer (every block's residual stream and
+  the joint-space tokens LUCID reads), a probe fitted with the patches' ground truth (the value of
+  each attribute of the patch's object, or background) scores every patch for the named value; its
+  score is the word's heat map, scored exactly as LUCID's pointing game. Two probes on the same
+  inputs: ``mlp`` (one hidden layer of 256) and ``linear`` (softmax regression). What a supervised
+  probe reaches shows what the patches hold; a label-free method may fall short of it, and a
+  stronger probe could do better.
+- ``collision_ceiling``: what a perfect attribute detector scores, picking at random among the
+  scene's objects that share the named value (two large objects cannot be told apart by "large").
+- ``release``: the packaged LUCID's pointing table (``sith_lens.lucid.pointing``): chance, a random
+  patch, word-agnostic maps (distance from the mean background patch; its own code norm), the
+  model's own patch-word cosine, per object count and given that the peak is on an object.
+- ``colour_from_background``: a ridge probe reads an object's colour from the object's own patches
+  and from *background* patches of one-object scenes, at every block: high accuracy from
+  background patches means patch tokens carry the whole scene.
+- ``top_patches_on_background``: of the top patches of the release's labelled latents, the share
+  that show background, against the background's share of all patches.
 
-    python benchmarks/lucid_locality.py      # about a minute; the last line is JSON
+    python benchmarks/lucid_locality.py      # ~4 min on 2 cores; the last line is JSON
 """
 
 from __future__ import annotations
@@ -31,32 +35,21 @@ import torch.nn.functional as F
 from sae_lens import SAE
 
 import sith_lens as sl
+from sith_lens.evidence import format_evidence
 from sith_lens.lucid.collect import collect_toy_activations
 from sith_lens.lucid.data import PairedActivations
 from sith_lens.lucid.evaluate import encode_pairs, n_shared, word_heatmaps
 from sith_lens.lucid.interpret import label_latents
+from sith_lens.lucid.pointing import (
+    PointingWords, background_distance_map, concat_words, format_pointing_table, pointing_table, pointing_words,
+    score_heatmap, word_heat,
+)
 from sith_lens.toyworld import ToyWorld
 from sith_lens.toyworld.attributes import ATTRIBUTES, VALUES
 
-TRAIN_SEED, EVAL_SEED = 31, 32
+TRAIN_SEED, EVAL_SEEDS = 31, (32, 4242, 5151)
+N_TRAIN, N_EVAL, BATCH = 3072, 512, 64
 COLOR = ATTRIBUTES.index("color")
-
-
-def ridge_fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float = 0.1) -> torch.Tensor:
-    """Weights [d + 1, n_classes] of a one-vs-all ridge regression (bias last)."""
-    xb = torch.cat([x, torch.ones(len(x), 1)], 1)
-    return torch.linalg.solve(xb.T @ xb + l2 * torch.eye(xb.shape[1]), xb.T @ F.one_hot(y, n_classes).float())
-
-
-def ridge_scores(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return torch.cat([x, torch.ones(*x.shape[:-1], 1)], -1) @ w
-
-
-def ridge_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> float:
-    n = len(x)
-    train, test = slice(0, 3 * n // 4), slice(3 * n // 4, n)
-    w = ridge_fit(x[train], y[train], n_classes)
-    return round(float((ridge_scores(x[test], w).argmax(1) == y[test]).float().mean()), 3)
 
 
 def own_values(labels: torch.Tensor, values: torch.Tensor, attribute: int) -> torch.Tensor:
@@ -67,41 +60,108 @@ def own_values(labels: torch.Tensor, values: torch.Tensor, attribute: int) -> to
 
 
 @torch.no_grad()
-def oracle_pointing(train: PairedActivations, held_out: PairedActivations) -> dict[str, Any]:
-    """A ceiling for the pointing game on these patch inputs. For each attribute a *supervised*
-    ridge probe, fitted on the training scenes' patches, scores every patch for each value (the
-    value of the patch's own object, or background); a word's heat map is its value's score, and
-    the pointing game is played as for LUCID. ``collision_ceiling`` is what a perfect attribute
-    detector would score, picking at random among the scene's objects that share the value (two
-    objects of one size cannot be told apart by the word "large")."""
-    hits, ceiling, per_attribute = [], [], {}
-    train_labels = train.extras["image.patch_labels"].reshape(train.patches.shape[0], -1)
-    test_labels = held_out.extras["image.patch_labels"].reshape(held_out.patches.shape[0], -1)
-    train_values, test_values = train.extras["image.values"], held_out.extras["image.values"]
-    train_patches, test_patches = train.patches.float(), held_out.patches.float()  # [I, N, d]: one row per image
-    objects = held_out.extras["pair.token_objects"]
-    attributes = held_out.extras["pair.token_attributes"]
-    for a, name in enumerate(ATTRIBUTES):
-        n_values = len(VALUES[name])
-        w = ridge_fit(train_patches.reshape(-1, train.d_in), own_values(train_labels, train_values, a).reshape(-1),
-                      n_values + 1, l2=1.0)
-        scores = ridge_scores(test_patches, w)  # [I, N, n_values + 1]
-        p, slot = ((objects >= 0) & (attributes == a)).nonzero(as_tuple=True)
-        image, obj = held_out.image_index[p], objects[p, slot]
-        value = test_values[image, obj, a]
-        heat = scores[image].gather(2, value[:, None, None].expand(-1, scores.shape[1], 1))[..., 0]
-        hit = test_labels[image].gather(1, heat.argmax(1, keepdim=True))[:, 0] == obj
-        same = (test_values[image, :, a] == value[:, None]).sum(1).float()
-        per_attribute[name] = round(float(hit.float().mean()), 3)
-        hits.append(hit.float())
-        ceiling.append(1.0 / same)
-    return {"probe_pointing": round(float(torch.cat(hits).mean()), 4), "per_attribute": per_attribute,
-            "collision_ceiling": round(float(torch.cat(ceiling).mean()), 4)}
+def layer_patches(model: Any, seed: int, n: int) -> dict[str, torch.Tensor]:
+    """Patch activations [n, N, d] at every block's residual stream for the scenes that
+    ``collect_toy_activations(model, n, seed)`` draws (same world, same batches)."""
+    cfg = model.vision.cfg
+    world = ToyWorld(seed=seed, image_size=cfg.image_size, patch_size=cfg.patch_size)
+    names = [f"blocks.{l}.hook_resid_post" for l in range(cfg.n_layers)]
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for i, start in enumerate(range(0, n, BATCH)):
+        pixels = world.batch(i, min(BATCH, n - start)).pixels
+        _, cache = model.vision.run_with_cache(pixels, names_filter=names, return_type=None)
+        for name in names:
+            out[name].append(cache[name][:, int(cfg.has_cls_token):])
+    return {name: torch.cat(x) for name, x in out.items()}
+
+
+class Probe(torch.nn.Module):
+    """Per-attribute classifiers over a patch (the value of its object, or background): one hidden
+    layer of ``hidden`` units, or linear with ``hidden=0``."""
+
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.sizes = [len(VALUES[a]) + 1 for a in ATTRIBUTES]
+        width = hidden or d
+        self.body = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU()) if hidden else torch.nn.Identity()
+        self.head = torch.nn.Linear(width, sum(self.sizes))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.head(self.body(x)).split(self.sizes, dim=-1))
+
+
+def fit_probe(x: torch.Tensor, targets: torch.Tensor, hidden: int, epochs: int = 4, seed: int = 0) -> Probe:
+    """Fit on rows ``x`` [R, d] with per-attribute targets [R, n_attributes] (Adam, cross-entropy)."""
+    torch.manual_seed(seed)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    probe = Probe(x.shape[1], hidden)
+    probe.register_buffer("mean", mean)
+    probe.register_buffer("std", std)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(1024):
+            logits = probe((x[idx] - mean) / std)
+            loss = sum(F.cross_entropy(lg, targets[idx, a]) for a, lg in enumerate(logits))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return probe.eval()
 
 
 @torch.no_grad()
-def probes(model, n_images: int = 1536) -> dict[str, dict[str, float]]:
-    world = ToyWorld(seed=EVAL_SEED)
+def probe_heat(probe: Probe, patches: torch.Tensor, acts: PairedActivations, words: PointingWords) -> torch.Tensor:
+    """Each word's heat: the probe's log-probability of the named value on every patch of its image."""
+    logp = [lg.log_softmax(-1) for lg in probe((patches.float() - probe.mean) / probe.std)]  # per attr [I, N, v+1]
+    values = acts.extras["image.values"][words.image]
+    named = values[torch.arange(len(words)), words.object, words.attribute]
+    heat = torch.empty(len(words), patches.shape[1])
+    for a in range(len(ATTRIBUTES)):
+        m = words.attribute == a
+        heat[m] = logp[a][words.image[m], :, named[m]]
+    return heat
+
+
+def collision_ceiling(acts: PairedActivations, words: PointingWords) -> float:
+    values = acts.extras["image.values"][words.image]
+    named = values[torch.arange(len(words)), words.object, words.attribute]
+    same = (values[torch.arange(len(words)), :, words.attribute] == named[:, None]).sum(1).float()
+    return float((1 / same).mean())
+
+
+@torch.no_grad()
+def probe_pointing(model: Any, held_out: dict[int, PairedActivations]) -> dict[str, Any]:
+    """Pointing of supervised probes per layer, on every evaluation seed's words."""
+    train = collect_toy_activations(model, N_TRAIN, seed=TRAIN_SEED, progress=False)
+    labels = train.extras["image.patch_labels"].reshape(N_TRAIN, -1).long()
+    targets = torch.stack([own_values(labels, train.extras["image.values"].long(), a) for a in range(len(ATTRIBUTES))], -1)
+    train_layers = {**layer_patches(model, TRAIN_SEED, N_TRAIN), "joint": train.patches.float()}
+    eval_layers = {e: {**layer_patches(model, e, N_EVAL), "joint": a.patches.float()} for e, a in held_out.items()}
+    words = {e: pointing_words(a) for e, a in held_out.items()}
+    all_words = concat_words(list(words.values()))
+    groups = np.concatenate([e * 100_000 + w.image.numpy() for e, w in words.items()])
+    rows: dict[str, Any] = {}
+    for layer, x in train_layers.items():
+        heats = {}
+        for kind, hidden in (("mlp", 256), ("linear", 0)):
+            with torch.enable_grad():
+                probe = fit_probe(x.reshape(-1, x.shape[-1]), targets.reshape(-1, len(ATTRIBUTES)), hidden)
+            heats[kind] = torch.cat([probe_heat(probe, eval_layers[e][layer], held_out[e], words[e]) for e in held_out])
+        table = pointing_table(all_words, heats, "mlp", word_agnostic=[], groups=groups)
+        rows[layer] = {kind: table.rates[kind]["all"].to_json() for kind in heats}
+        rows[layer]["mlp_per_attribute"] = {
+            a: round(float(score_heatmap(heats["mlp"], all_words).hit[all_words.attribute == i].double().mean()), 3)
+            for i, a in enumerate(ATTRIBUTES)}
+        print(f"{layer:<26} probe pointing: mlp {table.rates['mlp']['all']}, linear {table.rates['linear']['all']}",
+              flush=True)
+    ceiling = float(np.mean([collision_ceiling(held_out[e], words[e]) for e in held_out]))
+    return {"per_layer": rows, "collision_ceiling": round(ceiling, 4)}
+
+
+@torch.no_grad()
+def colour_from_background(model: Any, n_images: int = 1536) -> dict[str, dict[str, float]]:
+    """Ridge probes of an object's colour from its own patches and from background patches."""
+    world = ToyWorld(seed=EVAL_SEEDS[0])
     batches = [world.batch(i, 64, objects=(1, 1)) for i in range(n_images // 64)]
     pixels = torch.cat([b.pixels for b in batches])
     labels = torch.from_numpy(np.concatenate([b.patch_labels for b in batches])).reshape(len(pixels), -1)
@@ -116,66 +176,66 @@ def probes(model, n_images: int = 1536) -> dict[str, dict[str, float]]:
         for where, mask in (("object_patches", labels == 0), ("background_patches", labels == -1)):
             image, patch = mask.nonzero(as_tuple=True)
             pick = torch.randperm(len(image), generator=g)[:15000]
-            row[where] = ridge_probe(x[image[pick], patch[pick]], colors[image[pick]], 8)
+            xs, ys = x[image[pick], patch[pick]], colors[image[pick]]
+            n = len(xs)
+            xb = torch.cat([xs, torch.ones(n, 1)], 1)
+            fit, test = slice(0, 3 * n // 4), slice(3 * n // 4, n)
+            w = torch.linalg.solve(xb[fit].T @ xb[fit] + 0.1 * torch.eye(xb.shape[1]),
+                                   xb[fit].T @ F.one_hot(ys[fit], 8).float())
+            row[where] = round(float(((xb[test] @ w).argmax(1) == ys[test]).float().mean()), 3)
         out[name] = row
     return out
 
 
-def pointing_breakdown(patch_codes, token_codes, acts, batch) -> dict[str, dict[str, float]]:
-    heat = word_heatmaps(patch_codes, token_codes)
-    width = batch.tokens.shape[1]
-    objects = acts.extras["pair.token_objects"][:, :width]
-    labels = acts.extras["image.patch_labels"].reshape(len(acts), -1)
-    n_objects = (acts.extras["image.values"][:, :, 0] >= 0).sum(1)
-    p, slot = ((objects >= 0) & batch.token_mask).nonzero(as_tuple=True)
-    h = heat[p, slot]
-    landed = labels[p, h.argmax(-1)]
-    right = (landed == objects[p, slot]) & (h.max(-1).values > 0)
-    out = {}
-    for k in (1, 2, 3):
-        m = n_objects[p] == k
-        out[f"{k}_objects"] = {
-            "pointing": round(float(right[m].float().mean()), 3),
-            "peak_on_background": round(float((landed[m] == -1).float().mean()), 3),
-            "peak_on_other_object": round(float(((landed[m] >= 0) & ~right[m]).float().mean()), 3),
-            "words": int(m.sum()),
-        }
-    out["all"] = {"pointing": round(float(right.float().mean()), 4), "words": int(len(right))}
-    return out
+@torch.no_grad()
+def release_table(model: Any, sae: Any, held_out: dict[int, PairedActivations]):
+    parts, heats, groups, seeds = [], {}, [], []
+    for e, acts in held_out.items():
+        batch, patch_codes, token_codes = encode_pairs(sae, acts)
+        words = pointing_words(acts, width=batch.tokens.shape[1])
+        s = n_shared(sae)
+        labels = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
+        dense = torch.einsum("pnd,pld->pln", F.normalize(batch.patches.float(), dim=-1),
+                             F.normalize(batch.tokens.float(), dim=-1))
+        maps = {"release": word_heat(word_heatmaps(patch_codes[..., :s], token_codes[..., :s]), words),
+                "release_code_norm": word_heat(patch_codes[..., :s].norm(dim=-1), words),
+                "background_distance": word_heat(background_distance_map(acts.patches.float(), labels)[acts.image_index], words),
+                "dense_cosine": word_heat(dense, words)}
+        for name, h in maps.items():
+            heats.setdefault(name, []).append(h)
+        parts.append(words)
+        groups.append(e * 100_000 + words.image.numpy())
+        seeds += [str(e)] * len(words)
+    return pointing_table(concat_words(parts), {k: torch.cat(v) for k, v in heats.items()}, "release",
+                          ["background_distance", "release_code_norm"], np.concatenate(groups), np.array(seeds))
 
 
 @torch.no_grad()
 def main() -> None:
     model = sl.load_clip("toy")
-    acts = collect_toy_activations(model, 512, seed=EVAL_SEED, progress=False)
-    oracle = oracle_pointing(collect_toy_activations(model, 3072, seed=TRAIN_SEED, progress=False), acts)
-    batch = acts.pair_batch(torch.arange(len(acts)))
-    dense = pointing_breakdown(F.normalize(batch.patches, dim=-1), F.normalize(batch.tokens, dim=-1) *
-                               batch.token_mask[..., None], acts, batch)
+    held_out = {e: collect_toy_activations(model, N_EVAL, seed=e, progress=False) for e in EVAL_SEEDS}
+    probes = probe_pointing(model, held_out)
     sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
-    _, patch_codes, token_codes = encode_pairs(sae, acts)
-    s = n_shared(sae)
-    release = pointing_breakdown(patch_codes[..., :s], token_codes[..., :s], acts, batch)
-    report = label_latents(sae, acts, model)
-    labels = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
-    tops = [int(labels[i, r * acts.grid + c]) for x in report.labels if x.label for i, r, c, _ in x.top_patches]
+    table = release_table(model, sae, held_out)
+    first = held_out[EVAL_SEEDS[0]]
+    report = label_latents(sae, first, model)
+    labels = first.extras["image.patch_labels"].reshape(first.patches.shape[0], -1)
+    tops = [int(labels[i, r * first.grid + c]) for x in report.labels if x.label for i, r, c, _ in x.top_patches]
     background = {"top_patches_on_background": round(sum(t == -1 for t in tops) / max(len(tops), 1), 3),
                   "background_share_of_patches": round(float((labels == -1).float().mean()), 3),
                   "top_patches": len(tops)}
-    probe = probes(model)
-    for name, row in probe.items():
+    colour = colour_from_background(model)
+    for name, row in colour.items():
         print(f"{name:<28} colour from object patches {row['object_patches']:.3f}, from background patches "
               f"{row['background_patches']:.3f}")
-    print(f"pointing game: dense joint-space cosine {dense['all']['pointing']:.3f}, packaged LUCID {release['all']['pointing']:.3f}")
-    for k in ("1_objects", "2_objects", "3_objects"):
-        r = release[k]
-        print(f"  LUCID, {k.replace('_', ' ')}: {r['pointing']:.3f} (peak on background {r['peak_on_background']:.3f}, "
-              f"on another object {r['peak_on_other_object']:.3f})")
+    print(f"\npackaged LUCID, seeds {EVAL_SEEDS}:")
+    print(format_pointing_table(table))
+    print(format_evidence("packaged LUCID pointing", table.evidence, "release"))
     print(f"top patches of labelled latents on background: {background['top_patches_on_background']:.3f} "
           f"(background is {background['background_share_of_patches']:.3f} of all patches)")
-    print(f"pointing ceiling on these patch inputs: supervised probe {oracle['probe_pointing']:.3f} "
-          f"({oracle['per_attribute']}); perfect attribute detector {oracle['collision_ceiling']:.3f}")
-    print(json.dumps({"probe": probe, "oracle_pointing": oracle, "dense_pointing": dense, "release_pointing": release, **background}))
+    print(f"perfect attribute detector (value collisions): {probes['collision_ceiling']:.3f}")
+    print(json.dumps({"probe_pointing": probes, "release": table.to_json(), "colour_from_background": colour,
+                      **background, "eval_seeds": list(EVAL_SEEDS)}))
 
 
 if __name__ == "__main__":

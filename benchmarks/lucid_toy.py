@@ -45,7 +45,9 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
 from scipy.optimize import linear_sum_assignment
@@ -54,12 +56,16 @@ import sith_lens as sl
 from sith_lens.adapters.sae_lens import TrainingLucidSAE, TrainingLucidSAEConfig, train_lucid
 from sith_lens.lucid.collect import collect_toy_activations
 from sith_lens.lucid.data import PairedActivations
-from sith_lens.lucid.evaluate import encode_pairs, n_shared, pointing_game, reconstruction_report
+from sith_lens.lucid.evaluate import encode_pairs, n_shared, pointing_game, reconstruction_report, word_heatmaps
 from sith_lens.lucid.interpret import label_latents
+from sith_lens.lucid.pointing import (PointingWords, background_distance_map, concat_words, format_pointing_table,
+                                      pointing_table, pointing_words, score_heatmap, word_heat)
+from sith_lens.evidence import format_evidence, mean_estimate
 from sith_lens.lucid.sparse import normalize_rows_, remove_parallel_gradient
 from sith_lens.toyworld.attributes import ATTRIBUTES, VALUES
 
-TRAIN_SEED, EVAL_SEED = 31, 32
+TRAIN_SEED = 31
+EVAL_SEEDS = (32, 4242, 5151)
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no_ot": {"ot_coefficient": 0.0},
     "no_negatives": {"ot_negatives": 0},
@@ -141,12 +147,13 @@ def rows_of(acts: PairedActivations) -> tuple[torch.Tensor, torch.Tensor]:
     return acts.patches.reshape(-1, acts.d_in).float(), acts.tokens[acts.token_mask].float()
 
 
-def per_modality_baseline(train: PairedActivations, d_sae: int, k: int, steps: int, batch: int, lr: float) -> SimpleNamespace:
+def per_modality_baseline(train: PairedActivations, d_sae: int, k: int, steps: int, batch: int, lr: float,
+                          seed: int = 0) -> SimpleNamespace:
     patches, tokens = rows_of(train)
     sv, st = Standardise(patches), Standardise(tokens)
     rows_per_step = batch * (train.patches.shape[1] + int(train.token_mask.sum(1).float().mean()))
-    vision = train_topk(sv(patches), d_sae // 2, k, steps, rows_per_step, lr, 0)
-    text = train_topk(st(tokens), d_sae // 2, k, steps, rows_per_step, lr, 1)
+    vision = train_topk(sv(patches), d_sae // 2, k, steps, rows_per_step, lr, 10 * seed)
+    text = train_topk(st(tokens), d_sae // 2, k, steps, rows_per_step, lr, 10 * seed + 1)
     # match latents: correlation between per-image max activation (vision) and per-caption max (text)
     v, t = View(vision, sv), View(text, st)
     pairs = train.pair_batch(torch.arange(min(len(train), 2048)))
@@ -161,12 +168,13 @@ def per_modality_baseline(train: PairedActivations, d_sae: int, k: int, steps: i
     return as_pair(v, View(text, st, permutation), d_sae // 2)
 
 
-def shared_baseline(train: PairedActivations, d_sae: int, k: int, steps: int, batch: int, lr: float) -> SimpleNamespace:
+def shared_baseline(train: PairedActivations, d_sae: int, k: int, steps: int, batch: int, lr: float,
+                    seed: int = 0) -> SimpleNamespace:
     patches, tokens = rows_of(train)
     sv, st = Standardise(patches), Standardise(tokens)
     mixed = torch.cat([sv(patches), st(tokens)])
     rows_per_step = batch * (train.patches.shape[1] + int(train.token_mask.sum(1).float().mean()))
-    sae = train_topk(mixed, d_sae, k, steps, rows_per_step, lr, 2)
+    sae = train_topk(mixed, d_sae, k, steps, rows_per_step, lr, 10 * seed + 2)
     return as_pair(View(sae, sv), View(sae, st), d_sae)
 
 
@@ -247,31 +255,42 @@ def word_attribute(word: str) -> str | None:
 
 
 @torch.no_grad()
-def auto_label_accuracy(report: Any, acts: PairedActivations) -> dict[str, float]:
+def auto_label_accuracy(report: Any, acts: PairedActivations) -> dict[str, Any]:
     """Among latents labelled with a toy attribute word, the share whose label holds for most of
     their top patches: for the patch's own object (headline), or for any object of the patch's
-    image (lenient: last-layer patch tokens of a CLIP carry much of the whole image)."""
+    image (lenient: last-layer patch tokens of a CLIP carry much of the whole image).
+
+    Chance (``auto_label_chance``): the same check with the latent's label replaced by each word of
+    the same attribute in turn (a label that ignores the latent but knows its attribute), averaged.
+    Per-latent scores (``_items``) feed the bootstrap intervals."""
     labels = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
     values = acts.extras["image.values"]
     grid = acts.grid
-    right, right_image, scored = 0, 0, 0
+    own_items, image_items, chance_items = [], [], []
     for entry in report.labels:
         attribute = word_attribute(entry.label) if entry.label else None
         if attribute is None or not entry.top_patches:
             continue
         a = ATTRIBUTES.index(attribute)
 
-        def names(image: int, obj: int) -> bool:
-            return obj >= 0 and entry.label in VALUES[attribute][int(values[image, obj, a])].split()
+        def holds(word: str, image: int, obj: int) -> bool:
+            return obj >= 0 and word in VALUES[attribute][int(values[image, obj, a])].split()
 
-        own = [names(image, int(labels[image, row * grid + col])) for image, row, col, _ in entry.top_patches]
-        anywhere = [any(names(image, o) for o in range(values.shape[1]) if values[image, o, a] >= 0)
+        def own_majority(word: str) -> bool:
+            own = [holds(word, image, int(labels[image, row * grid + col])) for image, row, col, _ in entry.top_patches]
+            return sum(own) / len(own) > 0.5
+
+        anywhere = [any(holds(entry.label, image, o) for o in range(values.shape[1]) if values[image, o, a] >= 0)
                     for image, _, _, _ in entry.top_patches]
-        scored += 1
-        right += sum(own) / len(own) > 0.5
-        right_image += sum(anywhere) / len(anywhere) > 0.5
-    return {"auto_label_accuracy": round(right / max(scored, 1), 4),
-            "auto_label_accuracy_image": round(right_image / max(scored, 1), 4), "auto_labels_scored": scored}
+        own_items.append(float(own_majority(entry.label)))
+        image_items.append(float(sum(anywhere) / len(anywhere) > 0.5))
+        words = sorted({w for v in VALUES[attribute] for w in v.split()})
+        chance_items.append(float(np.mean([own_majority(w) for w in words])))
+    n = len(own_items)
+    return {"auto_label_accuracy": round(sum(own_items) / max(n, 1), 4),
+            "auto_label_accuracy_image": round(sum(image_items) / max(n, 1), 4), "auto_labels_scored": n,
+            "auto_label_chance": round(sum(chance_items) / max(n, 1), 4),
+            "_items": {"own": own_items, "chance": chance_items}}
 
 
 def step_time_ratio(train: PairedActivations, cfg: TrainingLucidSAEConfig, batch: int, n: int = 24) -> dict[str, float]:
@@ -332,48 +351,120 @@ def scores(name: str, sae: Any, held_out: PairedActivations, model: Any, with_la
     return out
 
 
+@torch.no_grad()
+def pointing_maps(saes: dict[str, Any], acts: PairedActivations) -> tuple[PointingWords, dict[str, torch.Tensor]]:
+    """The held-out words and one heat map per word for: each SAE's shared codes; LUCID's own shared
+    code norm and the distance from the mean background patch (word-agnostic: saliency); the
+    model's own patch-word cosine in the joint space (MaskCLIP-style dense alignment)."""
+    batch = acts.pair_batch(torch.arange(len(acts)))
+    words = pointing_words(acts, width=batch.tokens.shape[1])
+    heats: dict[str, torch.Tensor] = {}
+    for name, sae in saes.items():
+        _, patch_codes, token_codes = encode_pairs(sae, acts)
+        s = n_shared(sae)
+        heats[name] = word_heat(word_heatmaps(patch_codes[..., :s], token_codes[..., :s]), words)
+        if name == "lucid":
+            heats["lucid_code_norm"] = word_heat(patch_codes[..., :s].norm(dim=-1), words)
+    labels = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
+    heats["background_distance"] = word_heat(background_distance_map(acts.patches.float(), labels)[acts.image_index], words)
+    dense = torch.einsum("pnd,pld->pln", F.normalize(batch.patches.float(), dim=-1), F.normalize(batch.tokens.float(), dim=-1))
+    heats["dense_cosine"] = word_heat(dense, words)
+    return words, heats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=4096)
     parser.add_argument("--eval-pairs", type=int, default=512)
+    parser.add_argument("--eval-seeds", default=",".join(map(str, EVAL_SEEDS)), help="held-out scene seeds")
+    parser.add_argument("--train-seeds", default="0,1", help="initialisation and batch-order seeds of every model")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--d-sae", type=int, default=1024)
     parser.add_argument("--n-private", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--no-ablations", action="store_true", help="only LUCID and the two baselines")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 512 pairs, 40 steps, no ablations")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 512 pairs, 40 steps, one training seed, no ablations")
     args = parser.parse_args()
     if args.quick:
-        args.pairs, args.eval_pairs, args.steps, args.no_ablations = 512, 128, 40, True
+        args.pairs, args.eval_pairs, args.steps, args.no_ablations, args.train_seeds = 512, 128, 40, True, "0"
+    eval_seeds = [int(x) for x in args.eval_seeds.split(",")]
+    train_seeds = [int(x) for x in args.train_seeds.split(",")]
     start = time.perf_counter()
     model = sl.load_clip("toy")
     train = collect_toy_activations(model, args.pairs, seed=TRAIN_SEED, progress=False)
-    held_out = collect_toy_activations(model, args.eval_pairs, seed=EVAL_SEED, progress=False)
+    held_out = {e: collect_toy_activations(model, args.eval_pairs, seed=e, progress=False) for e in eval_seeds}
+    first = held_out[eval_seeds[0]]
     cfg = TrainingLucidSAEConfig(d_in=train.d_in, d_sae=args.d_sae, n_private_vision=args.n_private,
                                  n_private_text=args.n_private, k_shared=8, k_private=2)
     k = cfg.k_shared + cfg.k_private
-    common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=0, progress=False)
 
+    # -- the pointing game: every model and baseline map on the same words, every seed --------------------
+    parts, heats, groups, seed_names = [], {}, [], []
     results: dict[str, Any] = {}
-    results["lucid"] = scores("lucid", train_lucid(train, cfg, **common), held_out, model, True)
-    results["shared_no_ot"] = scores("shared_no_ot (SAELens)", shared_baseline(
-        train, args.d_sae, k, args.steps, args.batch_size, args.lr), held_out, model, True)
-    results["per_modality"] = scores("per_modality (SAELens)", per_modality_baseline(
-        train, args.d_sae, k, args.steps, args.batch_size, args.lr), held_out, model, False)
+    for t in train_seeds:
+        common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=t, progress=False)
+        saes = {"lucid": train_lucid(train, cfg, **common),
+                "shared_no_ot": shared_baseline(train, args.d_sae, k, args.steps, args.batch_size, args.lr, t),
+                "per_modality": per_modality_baseline(train, args.d_sae, k, args.steps, args.batch_size, args.lr, t)}
+        if t == train_seeds[0]:  # reconstruction, correspondence and labels on the first seeds
+            results["lucid"] = scores("lucid", saes["lucid"], first, model, True)
+            results["shared_no_ot"] = scores("shared_no_ot (SAELens)", saes["shared_no_ot"], first, model, True)
+            results["per_modality"] = scores("per_modality (SAELens)", saes["per_modality"], first, model, False)
+        for e, acts in held_out.items():
+            words, maps = pointing_maps(saes, acts)
+            parts.append(words)
+            for name, h in maps.items():
+                heats.setdefault(name, []).append(h)
+            groups.append(e * 100_000 + words.image.numpy())  # one cluster per image, across training seeds
+            seed_names += [f"train{t}/eval{e}"] * len(words)
+        print(f"training seed {t} scored on eval seeds {eval_seeds}", flush=True)
+    words = concat_words(parts)
+    table = pointing_table(words, {n: torch.cat(h) for n, h in heats.items()}, "lucid",
+                           word_agnostic=["background_distance", "lucid_code_norm"],
+                           groups=np.concatenate(groups), seeds=np.array(seed_names))
+    print(f"\npointing game, {len(words)} (seed, word) items over eval seeds {eval_seeds} x training seeds {train_seeds}")
+    print(format_pointing_table(table))
+    print(format_evidence("pointing game, all words", table.evidence, "LUCID"))
+
     if not args.no_ablations:
+        common = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=train_seeds[0], progress=False)
         for name, change in ABLATIONS.items():
             data = train
             if name == "uniform_token_weights":
                 data = replace(train, token_weights=(train.token_weights > 0).float())
-            results[f"ablation_{name}"] = scores(name, train_lucid(data, replace(cfg, **change), **common),
-                                                 held_out, model, False)
+            sae = train_lucid(data, replace(cfg, **change), **common)
+            results[f"ablation_{name}"] = scores(name, sae, first, model, False)
+            w, maps = pointing_maps({"lucid": sae}, first)
+            results[f"ablation_{name}"]["pointing_ci95"] = mean_estimate(
+                score_heatmap(maps["lucid"], w).hit.double().numpy(), w.image.numpy()).to_json()["ci95"]
     timing = step_time_ratio(train, cfg, args.batch_size)
     lucid = results["lucid"]
+
+    def est(e: Any) -> Any:
+        return None if e is None else e.to_json()
+
+    rates = table.rates
+    auto = lucid["auto_label_accuracy"]
+    auto_items = lucid.pop("_items")
+    results["shared_no_ot"].pop("_items", None)
     summary = {
-        "pointing_game": lucid["pointing_game"],
-        "pointing_margin_vs_no_ot": round(lucid["pointing_game"] - results["shared_no_ot"]["pointing_game"], 4),
-        "auto_label_accuracy": lucid["auto_label_accuracy"],
+        "pointing_game": est(rates["lucid"]["all"]),
+        "pointing_chance_random_object": est(rates["chance_random_object"]["all"]),
+        "pointing_random_patch": est(rates["random_patch"]["all"]),
+        "pointing_word_agnostic": {m: est(rates[m]["all"]) for m in ("background_distance", "lucid_code_norm")},
+        "pointing_margin_vs_word_agnostic": table.evidence.to_json()["margin"],
+        "pointing_given_object_2obj": est(table.given_object["lucid"][2]),
+        "pointing_given_object_3obj": est(table.given_object["lucid"][3]),
+        "pointing_given_object_chance": {f"{k}obj": round(1 / k, 4) for k in (2, 3)},
+        "pointing_dense_cosine": est(rates["dense_cosine"]["all"]),
+        "pointing_shared_no_ot": est(rates["shared_no_ot"]["all"]),
+        "pointing_per_modality": est(rates["per_modality"]["all"]),
+        "pointing_margin_vs_no_ot": round(rates["lucid"]["all"].value - rates["shared_no_ot"]["all"].value, 4),
+        "pointing_table": table.to_json(),
+        "auto_label_accuracy": {**mean_estimate(auto_items["own"]).to_json(), "chance": lucid["auto_label_chance"],
+                                "shared_no_ot": results["shared_no_ot"]["auto_label_accuracy"]}
+        if auto_items["own"] else auto,
         "auto_label_accuracy_image": lucid["auto_label_accuracy_image"],
         "auto_labels_scored": lucid["auto_labels_scored"],
         "correspondence": lucid["correspondence"],

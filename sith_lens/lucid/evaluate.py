@@ -72,7 +72,8 @@ def word_heatmaps(patch_codes: Float[Tensor, "P N f"], token_codes: Float[Tensor
 def pointing_game(sae: Any, acts: PairedActivations, max_pairs: int = 4096) -> dict[str, Any]:
     """For each caption word that names an attribute of one object (toy-world ground truth), is the
     peak of its shared-code heat map on that object? A word whose shared code is empty, or
-    overlaps no patch's, counts as a miss.
+    overlaps no patch's, counts as a miss (``pointing.score_heatmap``; ``pointing.pointing_table``
+    puts the figure next to chance and word-agnostic maps).
 
     Returns the overall hit rate, the rate per attribute, and how many words had any heat.
 
@@ -80,28 +81,21 @@ def pointing_game(sae: Any, acts: PairedActivations, max_pairs: int = 4096) -> d
         >>> pointing_game(sae, holdout)["pointing_game"]
     """
     from ..toyworld.attributes import ATTRIBUTES
+    from .pointing import pointing_words, score_heatmap, word_heat
 
-    if "pair.token_objects" not in acts.extras:
-        raise ValueError("the pointing game needs toy-world ground truth (collect_toy_activations)")
     batch, patch_codes, token_codes = encode_pairs(sae, acts, max_pairs)
+    words = pointing_words(acts.subset(torch.arange(len(batch))) if len(batch) < len(acts) else acts,
+                           width=batch.tokens.shape[1])
     s = n_shared(sae)
-    heat = word_heatmaps(patch_codes[..., :s], token_codes[..., :s])
-    pairs = torch.arange(len(batch))
-    width = batch.tokens.shape[1]
-    objects = acts.extras["pair.token_objects"][pairs, :width]
-    attributes = acts.extras["pair.token_attributes"][pairs, :width]
-    labels = acts.extras["image.patch_labels"][acts.image_index[pairs]].reshape(len(batch), -1)
-    words = (objects >= 0) & batch.token_mask
-    p, slot = words.nonzero(as_tuple=True)
-    h = heat[p, slot]
-    hit = (labels[p, h.argmax(-1)] == objects[p, slot]) & (h.max(-1).values > 0)
+    heat = word_heat(word_heatmaps(patch_codes[..., :s], token_codes[..., :s]), words)
+    hit = score_heatmap(heat, words).hit
     per_attribute = {
-        name: round(float(hit[attributes[p, slot] == i].float().mean()), 3)
-        for i, name in enumerate(ATTRIBUTES) if bool((attributes[p, slot] == i).any())
+        name: round(float(hit[words.attribute == i].float().mean()), 3)
+        for i, name in enumerate(ATTRIBUTES) if bool((words.attribute == i).any())
     }
     return {
         "pointing_game": round(float(hit.float().mean()), 4),
         "per_attribute": per_attribute,
         "words": int(len(hit)),
-        "words_with_heat": round(float((h.max(-1).values > 0).float().mean()), 3),
+        "words_with_heat": round(float((heat.max(-1).values > 0).float().mean()), 3),
     }

@@ -30,6 +30,36 @@ def _encode(encode: Callable, items: Tensor | list[str], batch_size: int) -> Ten
     return torch.cat([_normalize(encode(items[i : i + batch_size])) for i in range(0, len(items), batch_size)])
 
 
+def zero_shot_items(
+    encode_image: ImageEncoder,
+    encode_text: TextEncoder,
+    world: ToyWorld,
+    attributes: Sequence[str] = tuple(VALUES),
+    per_value: int = 50,
+    batch_size: int = 256,
+    logit_scale: float = 100.0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per attribute and per image: ``(correct [n] bool, log-probability of the correct prompt [n])``
+    on single-object scenes, with one prompt per value ("a red object", ...) and a softmax over that
+    attribute's prompts at ``logit_scale``. Per-image scores are what a bootstrap interval needs.
+
+    Example:
+        >>> items = zero_shot_items(model.encode_image, model.encode_text, ToyWorld(seed=12345))
+        >>> items["color"][0].mean()       # accuracy
+    """
+    out = {}
+    for attribute in attributes:
+        data = world.attribute_set(attribute, per_value)
+        images = _encode(encode_image, data.batch.pixels, batch_size)
+        prompts = _encode(encode_text, data.prompts, batch_size)
+        logits = logit_scale * images @ prompts.T
+        labels = torch.from_numpy(data.labels).long()
+        correct = (logits.argmax(dim=-1) == labels).numpy()
+        logp = logits.log_softmax(-1).gather(1, labels[:, None])[:, 0].double().numpy()
+        out[attribute] = (correct, logp)
+    return out
+
+
 def zero_shot_scores(
     encode_image: ImageEncoder,
     encode_text: TextEncoder,
@@ -40,24 +70,14 @@ def zero_shot_scores(
     logit_scale: float = 100.0,
 ) -> dict[str, tuple[float, float]]:
     """Per attribute: ``(accuracy, mean log-probability of the correct prompt)`` on single-object
-    scenes, with one prompt per value ("a red object", ...) and a softmax over that attribute's
-    prompts at ``logit_scale``. The log-probability moves before accuracy does, so it shows partial
-    effects on a redundant model.
+    scenes (the means of ``zero_shot_items``). The log-probability moves before accuracy does, so it
+    shows partial effects on a redundant model.
 
     Example:
         >>> zero_shot_scores(model.encode_image, model.encode_text, ToyWorld(seed=12345))["color"]
     """
-    out = {}
-    for attribute in attributes:
-        data = world.attribute_set(attribute, per_value)
-        images = _encode(encode_image, data.batch.pixels, batch_size)
-        prompts = _encode(encode_text, data.prompts, batch_size)
-        logits = logit_scale * images @ prompts.T
-        labels = torch.from_numpy(data.labels).long()
-        accuracy = float((logits.argmax(dim=-1) == labels).float().mean())
-        logp = float(logits.log_softmax(-1).gather(1, labels[:, None]).mean())
-        out[attribute] = (accuracy, logp)
-    return out
+    items = zero_shot_items(encode_image, encode_text, world, attributes, per_value, batch_size, logit_scale)
+    return {a: (float(correct.mean()), float(logp.mean())) for a, (correct, logp) in items.items()}
 
 
 def zero_shot_accuracy(
