@@ -38,11 +38,9 @@ import sith_lens as sl
 from sith_lens.evidence import format_evidence
 from sith_lens.lucid.collect import collect_toy_activations
 from sith_lens.lucid.data import PairedActivations
-from sith_lens.lucid.evaluate import encode_pairs, n_shared, word_heatmaps
 from sith_lens.lucid.interpret import label_latents
 from sith_lens.lucid.pointing import (
-    PointingWords, background_distance_map, concat_words, format_pointing_table, pointing_table, pointing_words,
-    score_heatmap, word_heat,
+    PointingWords, concat_words, format_pointing_table, pointing_maps, pointing_table, pointing_words, score_heatmap,
 )
 from sith_lens.toyworld import ToyWorld
 from sith_lens.toyworld.attributes import ATTRIBUTES, VALUES
@@ -188,19 +186,11 @@ def colour_from_background(model: Any, n_images: int = 1536) -> dict[str, dict[s
 
 
 @torch.no_grad()
-def release_table(model: Any, sae: Any, held_out: dict[int, PairedActivations]):
+def release_table(sae: Any, held_out: dict[int, PairedActivations]):
+    """The packaged LUCID's pointing table over every evaluation seed."""
     parts, heats, groups, seeds = [], {}, [], []
     for e, acts in held_out.items():
-        batch, patch_codes, token_codes = encode_pairs(sae, acts)
-        words = pointing_words(acts, width=batch.tokens.shape[1])
-        s = n_shared(sae)
-        labels = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
-        dense = torch.einsum("pnd,pld->pln", F.normalize(batch.patches.float(), dim=-1),
-                             F.normalize(batch.tokens.float(), dim=-1))
-        maps = {"release": word_heat(word_heatmaps(patch_codes[..., :s], token_codes[..., :s]), words),
-                "release_code_norm": word_heat(patch_codes[..., :s].norm(dim=-1), words),
-                "background_distance": word_heat(background_distance_map(acts.patches.float(), labels)[acts.image_index], words),
-                "dense_cosine": word_heat(dense, words)}
+        words, maps = pointing_maps({"release": sae}, acts, code_norm_of="release")
         for name, h in maps.items():
             heats.setdefault(name, []).append(h)
         parts.append(words)
@@ -216,7 +206,7 @@ def main() -> None:
     held_out = {e: collect_toy_activations(model, N_EVAL, seed=e, progress=False) for e in EVAL_SEEDS}
     probes = probe_pointing(model, held_out)
     sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
-    table = release_table(model, sae, held_out)
+    table = release_table(sae, held_out)
     first = held_out[EVAL_SEEDS[0]]
     report = label_latents(sae, first, model)
     labels = first.extras["image.patch_labels"].reshape(first.patches.shape[0], -1)

@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
 from scipy.optimize import linear_sum_assignment
@@ -56,10 +55,9 @@ import sith_lens as sl
 from sith_lens.adapters.sae_lens import TrainingLucidSAE, TrainingLucidSAEConfig, train_lucid
 from sith_lens.lucid.collect import collect_toy_activations
 from sith_lens.lucid.data import PairedActivations
-from sith_lens.lucid.evaluate import encode_pairs, n_shared, pointing_game, reconstruction_report, word_heatmaps
+from sith_lens.lucid.evaluate import encode_pairs, n_shared, pointing_game, reconstruction_report
 from sith_lens.lucid.interpret import label_latents
-from sith_lens.lucid.pointing import (PointingWords, background_distance_map, concat_words, format_pointing_table,
-                                      pointing_table, pointing_words, score_heatmap, word_heat)
+from sith_lens.lucid.pointing import concat_words, format_pointing_table, pointing_maps, pointing_table, score_heatmap
 from sith_lens.evidence import format_evidence, mean_estimate
 from sith_lens.lucid.sparse import normalize_rows_, remove_parallel_gradient
 from sith_lens.toyworld.attributes import ATTRIBUTES, VALUES
@@ -351,27 +349,6 @@ def scores(name: str, sae: Any, held_out: PairedActivations, model: Any, with_la
     return out
 
 
-@torch.no_grad()
-def pointing_maps(saes: dict[str, Any], acts: PairedActivations) -> tuple[PointingWords, dict[str, torch.Tensor]]:
-    """The held-out words and one heat map per word for: each SAE's shared codes; LUCID's own shared
-    code norm and the distance from the mean background patch (word-agnostic: saliency); the
-    model's own patch-word cosine in the joint space (MaskCLIP-style dense alignment)."""
-    batch = acts.pair_batch(torch.arange(len(acts)))
-    words = pointing_words(acts, width=batch.tokens.shape[1])
-    heats: dict[str, torch.Tensor] = {}
-    for name, sae in saes.items():
-        _, patch_codes, token_codes = encode_pairs(sae, acts)
-        s = n_shared(sae)
-        heats[name] = word_heat(word_heatmaps(patch_codes[..., :s], token_codes[..., :s]), words)
-        if name == "lucid":
-            heats["lucid_code_norm"] = word_heat(patch_codes[..., :s].norm(dim=-1), words)
-    labels = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
-    heats["background_distance"] = word_heat(background_distance_map(acts.patches.float(), labels)[acts.image_index], words)
-    dense = torch.einsum("pnd,pld->pln", F.normalize(batch.patches.float(), dim=-1), F.normalize(batch.tokens.float(), dim=-1))
-    heats["dense_cosine"] = word_heat(dense, words)
-    return words, heats
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=4096)
@@ -412,7 +389,7 @@ def main() -> None:
             results["shared_no_ot"] = scores("shared_no_ot (SAELens)", saes["shared_no_ot"], first, model, True)
             results["per_modality"] = scores("per_modality (SAELens)", saes["per_modality"], first, model, False)
         for e, acts in held_out.items():
-            words, maps = pointing_maps(saes, acts)
+            words, maps = pointing_maps(saes, acts, code_norm_of="lucid")
             parts.append(words)
             for name, h in maps.items():
                 heats.setdefault(name, []).append(h)

@@ -121,14 +121,49 @@ def bootstrap(
     return [Estimate(float(v), float(lo), float(hi), min(sizes)) for v, lo, hi in zip(value, low, high)]
 
 
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / n`` (95 % by default).
+
+    Example:
+        >>> [round(x, 2) for x in wilson_interval(4, 7)]
+        [0.25, 0.84]
+    """
+    if n < 1:
+        raise ValueError("wilson_interval needs n >= 1")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+#: Below this many clusters a 0/1 score's percentile bootstrap is too narrow (all-hit gives [1, 1]).
+FEW_CLUSTERS = 30
+
+
 def mean_estimate(scores: Sequence[float] | np.ndarray, groups: np.ndarray | None = None, seed: int = 0) -> Estimate:
     """The mean of per-item ``scores`` with its 95 % (cluster) bootstrap interval.
+
+    For 0/1 scores on fewer than ``FEW_CLUSTERS`` clusters, the interval is widened to hold the
+    Wilson interval of the clusters' mean hit rate (the bootstrap of 2 agreeing heads would say
+    [1, 1]).
 
     Example:
         >>> mean_estimate([1.0, 0.0, 1.0, 1.0]).value
         0.75
+        >>> mean_estimate([1.0, 1.0]).low < 0.5
+        True
     """
-    return bootstrap(np.mean, _as_items(scores, "scores"), groups=[groups], seed=seed)[0]
+    items = _as_items(scores, "scores")
+    est = bootstrap(np.mean, items, groups=[groups], seed=seed)[0]
+    if est.n < FEW_CLUSTERS and np.isin(items, (0.0, 1.0)).all():
+        if groups is None:
+            hits = items.sum()
+        else:
+            _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+            hits = float(sum(items[inverse == c].mean() for c in range(est.n)))
+        low, high = wilson_interval(hits, est.n)
+        est = Estimate(est.value, min(est.low, low), max(est.high, high), est.n)
+    return est
 
 
 @dataclass
@@ -214,7 +249,7 @@ def format_evidence(title: str, evidence: Evidence, headline_name: str = "headli
     """A plain-text table: the headline, each baseline, chance, the margin, per-seed values.
 
     Example:
-        >>> ev = compare({"model": np.ones(4), "saliency": np.zeros(4)}, "model", ["saliency"])
+        >>> ev = compare({"model": np.ones(40), "saliency": np.zeros(40)}, "model", ["saliency"])
         >>> print(format_evidence("pointing", ev, "LUCID").splitlines()[1])
           LUCID                              1.000 [1.000, 1.000]
     """
@@ -244,8 +279,8 @@ def label_agreement_scores(
 
     Example:
         >>> s = label_agreement_scores(["shape", "color", "shape"], ["shape", "shape", "shape"])
-        >>> s["labeller"].mean(), s["constant"].mean()
-        (0.6666666666666666, 1.0)
+        >>> round(float(s["labeller"].mean()), 3), float(s["constant"].mean())
+        (0.667, 1.0)
     """
     if len(predicted) != len(actual):
         raise ValueError(f"{len(predicted)} predicted labels for {len(actual)} true labels; give one of each per item")

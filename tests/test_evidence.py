@@ -18,9 +18,9 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_items():
     assert a.low <= a.value <= a.high and b.low <= b.value <= b.high
     assert (b.high - b.low) < (a.high - a.low) / 5  # about sqrt(100) = 10 times narrower
     assert b.low < 0.3 < b.high
-    # a constant sample has a zero-width interval
-    c = mean_estimate(np.ones(10))
-    assert (c.value, c.low, c.high) == (1.0, 1.0, 1.0)
+    # a constant (non-binary) sample has a zero-width interval
+    c = mean_estimate(np.full(10, 0.5))
+    assert (c.value, c.low, c.high) == (0.5, 0.5, 0.5)
 
 
 def test_cluster_bootstrap_is_wider_when_items_of_a_cluster_agree():
@@ -162,3 +162,39 @@ def test_edit_selectivity_planted_edit_scores_100_a_uniform_one_0():
     assert edit_selectivity(base, edits, "color")["sith"]["selectivity"]["value"] == -50.0
     with pytest.raises(ValueError, match="not scored"):
         edit_selectivity(base, {"sith": edits["sith"]}, "color", controls=("random",))
+
+
+def test_few_agreeing_clusters_get_a_wilson_interval_not_a_zero_width_one():
+    from sith_lens.evidence import wilson_interval
+
+    est = mean_estimate(np.ones(6), groups=np.array([0, 1, 0, 1, 0, 1]))  # 2 heads, 3 seeds each, all agree
+    lo, hi = wilson_interval(2, 2)
+    assert est.value == 1.0 and est.low == pytest.approx(lo) and est.high == 1.0 and est.low < 0.4
+    assert [round(x, 2) for x in wilson_interval(4, 7)] == [0.25, 0.84]
+    # many clusters: the bootstrap interval is kept as it is
+    many = mean_estimate(np.ones(100))
+    assert (many.low, many.high) == (1.0, 1.0)
+
+
+def test_pointing_maps_gives_every_row_of_the_table(toy_words):
+    """An SAE whose shared latent o fires on object o's patches and on the words naming object o
+    points perfectly; the word-agnostic and dense maps come with it, one map per word."""
+    from types import SimpleNamespace
+
+    from sith_lens.lucid.pointing import pointing_maps, pointing_table
+
+    acts, _ = toy_words
+    batch = acts.pair_batch(torch.arange(len(acts)))
+    labels = acts.extras["image.patch_labels"].reshape(len(acts.patches), -1)[acts.image_index]
+    objects = acts.extras["pair.token_objects"][:, : batch.tokens.shape[1]]
+    patch_codes = torch.stack([(labels == o).float() for o in range(3)], -1)
+    token_codes = torch.stack([(objects == o).float() for o in range(3)], -1)
+    sae = SimpleNamespace(cfg=SimpleNamespace(d_sae=3, n_private_vision=0, n_private_text=0),
+                          vision=SimpleNamespace(encode=lambda x: patch_codes),
+                          text=SimpleNamespace(encode=lambda x: token_codes))
+    words, heats = pointing_maps({"planted": sae}, acts, code_norm_of="planted")
+    assert set(heats) == {"planted", "planted_code_norm", "background_distance", "dense_cosine"}
+    assert all(h.shape == words.patch_labels.shape for h in heats.values())
+    table = pointing_table(words, heats, "planted", ["background_distance", "planted_code_norm"])
+    assert table.rates["planted"]["all"].value == 1.0
+    assert table.evidence.margin.value > 0.3  # a grounded map beats every word-agnostic one

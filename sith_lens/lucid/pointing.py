@@ -25,10 +25,11 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -245,3 +246,37 @@ def concat_words(parts: Sequence[PointingWords]) -> PointingWords:
     if len(widths) > 1:
         raise ValueError(f"the word sets come from images with different patch counts {sorted(widths)}")
     return PointingWords(*(torch.cat([getattr(p, f) for p in parts]) for f in PointingWords.__dataclass_fields__))
+
+
+@torch.no_grad()
+def pointing_maps(saes: dict[str, Any], acts: PairedActivations, code_norm_of: str | None = None
+                  ) -> tuple[PointingWords, dict[str, Float[Tensor, "W N"]]]:
+    """The words of ``acts`` and, per word, the heat maps a pointing table compares:
+
+    - for each SAE in ``saes`` (name -> LUCID-like SAE), the dot product of the word's and each
+      patch's shared codes;
+    - ``<code_norm_of>_code_norm``: that SAE's shared-code norm per patch (word-agnostic);
+    - ``background_distance``: each patch's distance from the mean background patch (word-agnostic);
+    - ``dense_cosine``: the model's own cosine between each patch and the word in the activations'
+      space (MaskCLIP-style dense alignment, no SAE).
+
+    Example:
+        >>> words, heats = pointing_maps({"lucid": sae}, holdout, code_norm_of="lucid")
+        >>> table = pointing_table(words, heats, "lucid", ["background_distance", "lucid_code_norm"])
+    """
+    from .evaluate import encode_pairs, n_shared, word_heatmaps
+
+    batch = acts.pair_batch(torch.arange(len(acts)))
+    words = pointing_words(acts, width=batch.tokens.shape[1])
+    heats: dict[str, Tensor] = {}
+    for name, sae in saes.items():
+        _, patch_codes, token_codes = encode_pairs(sae, acts, max_pairs=len(acts))
+        s = n_shared(sae)
+        heats[name] = word_heat(word_heatmaps(patch_codes[..., :s], token_codes[..., :s]), words)
+        if name == code_norm_of:
+            heats[f"{name}_code_norm"] = word_heat(patch_codes[..., :s].norm(dim=-1), words)
+    labels = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
+    heats["background_distance"] = word_heat(background_distance_map(acts.patches.float(), labels)[acts.image_index], words)
+    dense = torch.einsum("pnd,pld->pln", F.normalize(batch.patches.float(), dim=-1), F.normalize(batch.tokens.float(), dim=-1))
+    heats["dense_cosine"] = word_heat(dense, words)
+    return words, heats
