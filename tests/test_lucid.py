@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -668,3 +669,28 @@ def test_cli_label_and_ground_with_the_release(tmp_path, capsys, monkeypatch):
     assert not {"a", "the", "at"} & set(heat)  # function words are left out by default
     assert main(args[:-2] + ["--word", "zebra", "--out", str(tmp_path / "x.json")]) == 2
     assert "not a word of the caption" in capsys.readouterr().err
+
+
+def test_release_card_only_rescores_with_the_pointing_baselines(tmp_path):
+    import shutil
+
+    import sith_lens
+    from sith_lens.lucid.release import main as release_main
+
+    shipped = Path(sith_lens.__file__).parent / "assets" / "lucid_toy"
+    out = tmp_path / "release"
+    shutil.copytree(shipped, out)
+    record = json.loads((out / "record.json").read_text())
+    record["recipe"]["eval_pairs"] = 48  # a quick re-score
+    (out / "record.json").write_text(json.dumps(record))
+    assert release_main(["--out", str(out), "--card-only"]) == 0
+    rescored = json.loads((out / "record.json").read_text())["held_out"]
+    base = rescored["pointing_baselines"]
+    assert 0 <= base["background_distance"] <= 1 and base["margin_vs_word_agnostic"]["against"] in (
+        "background_distance", "release_code_norm")
+    assert rescored["pointing_game"] - max(base["background_distance"], base["release_code_norm"]) == pytest.approx(
+        base["margin_vs_word_agnostic"]["value"], abs=1e-3)
+    assert "ignores the word" in (out / "README.md").read_text()
+    (out / "record.json").unlink()
+    with pytest.raises(FileNotFoundError, match="without --card-only"):
+        release_main(["--out", str(out), "--card-only"])

@@ -5,6 +5,7 @@
 - ``terms``: caption tokens as terms, and their transport weights;
 - ``data`` / ``collect``: paired activations of a HookedCLIP, stored and served in seeded batches;
 - ``evaluate``: reconstruction, sparsity, dead latents and the pointing game on held-out pairs;
+- ``pointing``: the pointing game for any heat map, with chance, word-agnostic and given-object rows;
 - ``interpret``: term-clustering labels, top patches, latent and word heat maps;
 - ``commands`` / ``release``: ``sith-lens lucid ...`` and the script that rebuilds the packaged SAE.
 
