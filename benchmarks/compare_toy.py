@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 import sith_lens as sl
+from sith_lens.evidence import wilson_interval
 from sith_lens.toyworld.finetune import FinetuneConfig, finetune, save_finetuned, shifted_world
 
 NEW_CONCEPT = "magenta"
@@ -69,6 +70,7 @@ def main() -> None:
             with torch.no_grad():
                 pred = (m.encode_image(data.batch.pixels, normalize=True) @ m.encode_text(prompts, normalize=True).T).argmax(-1)
             learned[name] = float((pred[purple] == len(prompts) - 1).float().mean())
+        n_purple = int(purple.sum())
 
         concepts = sl.ConceptDictionary.from_vocab(ft, "toy", progress=False)
         cmp = sl.compare(base, ft, concepts, top=8, delta_vectors=4, progress=False)
@@ -92,6 +94,9 @@ def main() -> None:
     print(json.dumps({
         "finetune_steps": args.steps, "finetune_seconds": round(ft_seconds, 1),
         "magenta_learned_base": round(learned["base"], 3), "magenta_learned_finetuned": round(learned["finetuned"], 3),
+        **{f"magenta_learned_{name}_ci95": [round(x, 3) for x in wilson_interval(rate * n_purple, n_purple)]
+           for name, rate in learned.items()},
+        "magenta_images": n_purple, "magenta_chance": round(1 / len(prompts), 3),
         "mean_principal_angle_deg": round(float(cmp.angles.mean()), 3),
         "median_principal_angle_deg": round(float(cmp.angles.median()), 3),
         "mean_abs_log2_sv_ratio": round(float(cmp.sv_ratio.log2().abs().mean()), 4),
