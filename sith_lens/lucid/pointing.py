@@ -53,11 +53,18 @@ class PointingWords:
     patch_labels: Int[Tensor, "W N"]
     #: Objects in the word's scene.
     n_objects: Int[Tensor, " W"]
-    #: True when no other object of the scene has the named value.
-    unique_value: Bool[Tensor, " W"]
+    #: The value the word names (index into the attribute's values).
+    value: Int[Tensor, " W"]
+    #: How many objects of the scene have that value (1 when only the named object does).
+    n_same_value: Int[Tensor, " W"]
 
     def __len__(self) -> int:
         return len(self.pair)
+
+    @property
+    def unique_value(self) -> Bool[Tensor, " W"]:
+        """True when no other object of the scene has the named value."""
+        return self.n_same_value == 1
 
     @property
     def object_share(self) -> Float[Tensor, " W"]:
@@ -89,7 +96,7 @@ def pointing_words(acts: PairedActivations, width: int | None = None) -> Pointin
     named = values[torch.arange(len(pair)), obj, attribute]
     same = (values[torch.arange(len(pair)), :, attribute] == named[:, None]).sum(1)
     labels = acts.extras["image.patch_labels"][image].reshape(len(pair), -1).long()
-    return PointingWords(pair, slot, image, obj, attribute, labels, n_objects, same == 1)
+    return PointingWords(pair, slot, image, obj, attribute, labels, n_objects, named, same)
 
 
 def word_heat(heat: Float[Tensor, "P L N"] | Float[Tensor, "P N"], words: PointingWords) -> Float[Tensor, "W N"]:
