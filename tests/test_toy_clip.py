@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     import io
 
     out = tmp_path_factory.mktemp("toy") / "ckpt"
-    args = ["--out", str(out), "--steps", "20", "--batch-size", "8", "--eval-every", "10"]
+    args = ["--out", str(out), "--steps", "20", "--batch-size", "8", "--eval-every", "10", "--eval-pairs", "16"]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert train_main([*args, "--retrieval-pairs", "16", "--quiet"]) == 0
@@ -275,3 +275,54 @@ def test_text_delay_holds_the_text_tower_then_warms_it_up():
     assert _text_factor(0, TrainConfig(text_delay=0)) == 1.0
     with pytest.raises(ValueError, match="text_delay must be in 0..steps-1"):
         train(TrainConfig(steps=2, batch_size=4, text_delay=2))
+
+
+def test_token_alignment_loss_prefers_captions_whose_words_match_some_patch():
+    """A planted world: image i holds word i's direction in one patch and noise elsewhere."""
+    from sith_lens.toyworld.train import token_alignment_loss
+
+    g = torch.Generator().manual_seed(0)
+    words = torch.nn.functional.normalize(torch.randn(4, 3, 16, generator=g), dim=-1)
+    patches = 0.1 * torch.randn(4, 9, 16, generator=g)
+    patches[:, 4] = words[:, 1]  # the caption's middle word sits in the centre patch
+    mask = torch.tensor([[False, True, False]] * 4)
+    truth = torch.eye(4, dtype=torch.bool)
+    right = token_alignment_loss(patches, words, mask, torch.tensor(3.0), truth)
+    wrong = token_alignment_loss(patches, words.roll(1, 0), mask, torch.tensor(3.0), truth)
+    assert right < 0.5 * wrong
+    # padding words do not count: filling them with a perfect match changes nothing
+    padded = words.clone()
+    padded[:, 0] = patches[:, 0]
+    assert torch.isclose(token_alignment_loss(patches, padded, mask, torch.tensor(3.0), truth), right)
+
+
+def test_crops_keep_the_box_and_paint_the_rest_with_the_border_colour():
+    from sith_lens.toyworld.train import crop_consistency_loss, crop_in_place, random_patch_boxes
+
+    pixels = ToyWorld(seed=3).batch(0, 6).pixels
+    boxes = random_patch_boxes(6, 8, (2, 4), torch.Generator().manual_seed(1))
+    sides = boxes.sum(1).float().sqrt()
+    assert torch.equal(sides, sides.round()) and sides.min() >= 2 and sides.max() <= 4
+    crops = crop_in_place(pixels, boxes, 8)
+    inside = boxes.reshape(6, 8, 8).repeat_interleave(8, 1).repeat_interleave(8, 2)[:, None].expand_as(pixels)
+    assert torch.equal(crops[inside], pixels[inside])
+    border_median = pixels[:, :, 0].median(-1).values  # the top row is background in the toy world
+    outside = crops.masked_fill(inside, float("nan"))
+    assert torch.allclose(outside.nanmean((2, 3)), border_median, atol=0.05)
+    # the distillation loss is 0 exactly when the box's mean token points where the teacher does
+    tokens = torch.randn(6, 64, 5)
+    mean = (tokens * boxes[..., None]).sum(1) / boxes.sum(1, keepdim=True)
+    assert float(crop_consistency_loss(tokens, boxes, 2 * mean)) == pytest.approx(0, abs=1e-6)
+    assert float(crop_consistency_loss(tokens, boxes, -mean)) == pytest.approx(2, abs=1e-5)
+
+
+def test_token_and_crop_losses_train_end_to_end_and_are_logged():
+    from sith_lens.toyworld.train import TrainConfig, train
+
+    cfg = TrainConfig(steps=2, batch_size=8, eval_every=2, eval_pairs=8, token_loss=1.0, token_items=6,
+                      crop_loss=1.0, crop_items=4, token_start=0, token_warmup=0, bf16=False)
+    model, _, log = train(cfg, progress=False)
+    entry = log[-1]
+    assert {"cls_loss", "token_loss", "crop_loss", "dense_pointing"} <= set(entry)
+    assert entry["loss"] == pytest.approx(entry["cls_loss"] + entry["token_loss"] + entry["crop_loss"], abs=1e-3)
+    assert 0 <= entry["dense_pointing"] <= 1

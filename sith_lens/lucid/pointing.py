@@ -287,3 +287,28 @@ def pointing_maps(saes: dict[str, Any], acts: PairedActivations, code_norm_of: s
     dense = torch.einsum("pnd,pld->pln", F.normalize(batch.patches.float(), dim=-1), F.normalize(batch.tokens.float(), dim=-1))
     heats["dense_cosine"] = word_heat(dense, words)
     return words, heats
+
+
+def select_words(words: PointingWords, keep: Bool[Tensor, " W"]) -> PointingWords:
+    """The words where ``keep`` is True."""
+    return PointingWords(*(getattr(words, f)[keep] for f in PointingWords.__dataclass_fields__))
+
+
+@torch.no_grad()
+def dense_pointing_maps(model: Any, n_pairs: int = 512, seed: int = 32, min_objects: int = 2
+                        ) -> tuple[PointingWords, dict[str, Float[Tensor, "W N"]]]:
+    """The model's own dense grounding, without any SAE, on ``n_pairs`` toy-world scenes of seed
+    ``seed``, keeping the words of scenes with at least ``min_objects`` objects: the words and
+    their ``dense_cosine`` maps (each caption word's cosine with every patch, both through their
+    tower's final LayerNorm and projection, MaskCLIP-style) and the word-agnostic
+    ``background_distance`` maps (see ``pointing_maps``).
+
+    Example:
+        >>> words, heats = dense_pointing_maps(sl.load_clip("toy"), n_pairs=64)
+        >>> float(score_heatmap(heats["dense_cosine"], words).hit.float().mean())  # chance ~0.42
+    """
+    from .collect import collect_toy_activations
+
+    words, heats = pointing_maps({}, collect_toy_activations(model, n_pairs, seed=seed, progress=False))
+    keep = words.n_objects >= min_objects
+    return select_words(words, keep), {name: heat[keep] for name, heat in heats.items()}

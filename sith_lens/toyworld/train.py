@@ -1,19 +1,22 @@
 """Train the toy CLIP contrastively on the toy world and save it as a Hugging Face checkpoint.
 
-    python -m sith_lens.toyworld.train --out sith_lens/assets/toy_clip --steps 1500 --seed 0
+    python -m sith_lens.toyworld.train --out sith_lens/assets/toy_clip --seed 0
 
 The result is a standard ``CLIPModel`` directory (config.json, model.safetensors), a word-level
 tokenizer in standard HF files (``AutoTokenizer`` loads it), a preprocessor_config.json, the SITH
 image-embedding mean (image_mean.safetensors), training.json and a model card (README.md).
 
-Loss: symmetric InfoNCE with a learned temperature, where every caption that is *true* of an image
-counts as a positive for it (the toy world's semantics say which), so a short caption such as
-"a red object" is not pushed away from the other red-object scenes of its batch. 70 % of each
-batch is one-object scenes captioned by one attribute, weighted towards shape ("a star"); the rest
-is hard-negative pairs (a scene and a copy with one value changed, both captions naming it). The
-vision position embeddings start as a 2-D sine-cosine grid and the vision attention heads
-mimetically (W_Q W_K^T near +I, W_V W_O near -I). With these defaults every attribute reaches 1.00
-zero-shot on the validation world by step 1,200 of 1,500; position is learned last (see the README).
+Loss: symmetric InfoNCE with a learned temperature on the pooled embeddings, where every caption
+that is *true* of an image counts as a positive for it (the toy world's semantics say which), so a
+short caption such as "a red object" is not pushed away from the other red-object scenes of its
+batch; plus two label-free token-level losses that give the patch tokens the dense alignment with
+words that real CLIPs have: FILIP-style late interaction between patch tokens and word tokens
+(``token_alignment_loss``) and CLIPSelf-style crop consistency (``crop_consistency_loss``). Half of
+each batch is one-object scenes captioned by one attribute, weighted towards shape ("a star"); the
+rest is hard-negative pairs (a scene and a copy with one value changed, both captions naming it).
+The vision position embeddings start as a 2-D sine-cosine grid and the vision attention heads
+mimetically (W_Q W_K^T near +I, W_V W_O near -I). The model card of the shipped checkpoint has its
+training curve.
 """
 
 from __future__ import annotations
@@ -59,8 +62,8 @@ class TrainConfig:
     """Everything that determines a training run."""
 
     #: Optimisation steps (one fresh batch each).
-    steps: int = 1500
-    batch_size: int = 256
+    steps: int = 1700
+    batch_size: int = 128
     #: Peak learning rate of AdamW (linear warm-up, then cosine decay to 10%).
     lr: float = 1e-3
     warmup: int = 100
@@ -104,10 +107,33 @@ class TrainConfig:
     #: near +I and W_V W_O near -I, so heads start out attending to similar (nearby) patches, as
     #: the heads of trained ViTs do. "default" keeps transformers' random init.
     attention_init: str = "mimetic"
-    #: bfloat16 autocast (the fast path on CPUs with AVX-512 BF16).
-    bf16: bool = True
+    #: bfloat16 autocast: about 1.5x faster on CPUs with AVX-512 BF16, about 10x *slower* without
+    #: it (the project's current 2-core machine), so off by default; float32 is the same everywhere.
+    bf16: bool = False
     #: Score zero-shot accuracy every this many steps (0: only at the end).
     eval_every: int = 200
+    #: Weight of the token-level (FILIP-style late-interaction) loss next to the CLS loss: every
+    #: patch token and every caption word token, each through its tower's final LayerNorm and
+    #: projection, are matched by their best partner (see ``token_alignment_loss``). No masks or
+    #: word-to-object labels are used. 0 turns it off (the earlier toy CLIPs).
+    token_loss: float = 1.0
+    #: How many items of each batch (the first ones: for "pairs", the hard-negative pairs with full
+    #: captions, then one-word prompts) the token loss scores, all against all.
+    token_items: int = 96
+    #: Weight of the crop-consistency loss (``crop_consistency_loss``): the mean patch token of a
+    #: random box must match the model's own image embedding of that box alone. 0 turns it off.
+    crop_loss: float = 4.0
+    #: How many images of each batch get a crop (the first ones), and the box sides in patches.
+    crop_items: int = 64
+    crop_sizes: str = "2,4"
+    #: The token and crop losses start at this step and their weights then grow linearly to their
+    #: value over ``token_warmup`` steps, so they act on embeddings the CLS loss has already made
+    #: discriminative (the crop loss's teacher is the model itself: on a model that cannot yet
+    #: tell images apart it is met by making every embedding alike; and the steps before cost less).
+    token_start: int = 700
+    token_warmup: int = 200
+    #: Scenes of 2-3 objects scored by the dense pointing game at each evaluation.
+    eval_pairs: int = 256
 
 
 def toy_clip_config(cfg: TrainConfig, vocab_size: int):
@@ -192,6 +218,133 @@ def contrastive_loss(
     target_t, logits_t = target.T[scored], logits.T[scored]
     loss_t = -(target_t / target_t.sum(1, keepdim=True) * F.log_softmax(logits_t, dim=1)).sum(1).mean()
     return (loss_i + loss_t) / 2
+
+
+def token_alignment_loss(
+    patches: torch.Tensor,
+    words: torch.Tensor,
+    word_mask: torch.Tensor,
+    logit_scale: torch.Tensor,
+    truth: torch.Tensor,
+) -> torch.Tensor:
+    """FILIP-style late-interaction contrastive loss (Yao et al., 2022), label-free.
+
+    Args:
+        patches: [B, N, D] patch tokens of B images (CLS excluded), in the joint space.
+        words: [C, L, D] token embeddings of C captions, in the joint space.
+        word_mask: bool [C, L], True at the captions' real words (no special tokens or padding).
+        logit_scale: scalar, log of the inverse temperature.
+        truth: bool [B, C] as in ``contrastive_loss``.
+
+    The image-to-caption score is the mean over the image's patches of each patch's best cosine
+    with a word of the caption; the caption-to-image score is the mean over the caption's words of
+    each word's best cosine with a patch of the image. Both enter a symmetric multi-positive
+    InfoNCE, so a word is pulled towards the patch that best explains it in the images it is true
+    of, and pushed from every patch of the images it is not: the pull ends up on the patches of
+    the object the word names, since only those differ between matching and non-matching scenes.
+
+    Example:
+        >>> p, w = torch.randn(4, 16, 8), torch.randn(4, 5, 8)
+        >>> loss = token_alignment_loss(p, w, torch.ones(4, 5, dtype=torch.bool), torch.tensor(2.0), torch.eye(4, dtype=torch.bool))
+        >>> bool(loss > 0)
+        True
+    """
+    patches = F.normalize(patches.float(), dim=-1)
+    words = F.normalize(words.float(), dim=-1)
+    sim = torch.einsum("bnd,cld->bcnl", patches, words)  # [B, C, N, L]
+    mask = word_mask[None, :, None, :]
+    best_word = sim.masked_fill(~mask, -2.0).max(-1).values.mean(-1)  # [B, C]: patches -> words
+    n_words = word_mask.sum(1).clamp(min=1)
+    best_patch = (sim.max(2).values * word_mask[None]).sum(-1) / n_words  # [B, C]: words -> patches
+    scale = logit_scale.exp()
+    target = truth.float()
+
+    def image_to_text(logits: torch.Tensor) -> torch.Tensor:
+        return -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+    def text_to_image(logits: torch.Tensor) -> torch.Tensor:
+        scored = truth.any(0)
+        t, lg = target.T[scored], logits.T[scored]
+        return -(t / t.sum(1, keepdim=True) * F.log_softmax(lg, dim=1)).sum(1).mean()
+
+    return (image_to_text(scale * best_word) + text_to_image(scale * best_patch)) / 2
+
+
+def random_patch_boxes(
+    n: int, grid: int, sizes: tuple[int, int], generator: torch.Generator
+) -> torch.Tensor:
+    """bool [n, grid * grid]: one random square box of patches per image, its side drawn uniformly
+    from ``sizes[0]..sizes[1]`` patches, anywhere on the grid.
+
+    Example:
+        >>> boxes = random_patch_boxes(4, 8, (2, 4), torch.Generator().manual_seed(0))
+        >>> boxes.shape, int(boxes[0].sum()) in (4, 9, 16)
+        (torch.Size([4, 64]), True)
+    """
+    side = torch.randint(sizes[0], sizes[1] + 1, (n,), generator=generator)
+    top = (torch.rand(n, generator=generator) * (grid - side + 1)).long()
+    left = (torch.rand(n, generator=generator) * (grid - side + 1)).long()
+    cells = torch.arange(grid)[None]
+    rows = (cells >= top[:, None]) & (cells < (top + side)[:, None])
+    cols = (cells >= left[:, None]) & (cells < (left + side)[:, None])
+    return (rows[:, :, None] & cols[:, None, :]).reshape(n, grid * grid)
+
+
+def crop_in_place(pixels: torch.Tensor, boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[n, 3, H, W]: each image with everything outside its box (bool [n, patches]) painted in the
+    median colour of its border pixels (a label-free estimate of the background), so the crop keeps
+    its place in the frame."""
+    n, _, height, width = pixels.shape
+    border = torch.cat([pixels[:, :, 0], pixels[:, :, -1], pixels[:, :, :, 0], pixels[:, :, :, -1]], dim=-1)
+    fill = border.median(-1).values[:, :, None, None]
+    grid = height // patch_size
+    inside = boxes.reshape(n, grid, -1).repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
+    return torch.where(inside[:, None], pixels, fill)
+
+
+def crop_consistency_loss(patches: torch.Tensor, boxes: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """CLIPSelf-style dense distillation (Wu et al., 2024), label-free: the mean joint-space patch
+    token of each box of the full image should point where the model's own image embedding of the
+    box alone (``crop_in_place``, no gradient) points. A patch that carries the whole scene rather
+    than its own region fails this whenever the box leaves some object out.
+
+    Args:
+        patches: [n, N, D] patch tokens of the full images.
+        boxes: bool [n, N], the patches of each box.
+        teacher: [n, D] image embeddings of the crops (detached).
+
+    Example:
+        >>> boxes = torch.ones(2, 4, dtype=torch.bool)
+        >>> float(crop_consistency_loss(torch.ones(2, 4, 3), boxes, torch.ones(2, 3)))
+        0.0
+    """
+    weights = boxes.float()
+    student = (patches.float() * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+    return (1 - F.cosine_similarity(student, teacher.float().detach(), dim=-1)).mean()
+
+
+def joint_forward(model, pixels: torch.Tensor, enc: dict) -> tuple[torch.Tensor, ...]:
+    """One pass of both towers of a transformers CLIPModel: (image [B, D], text [C, D], patches
+    [B, N, D], words [C, L, D]), the tokens through the same final LayerNorm and projection as the
+    pooled embeddings (what ``return_type="tokens"`` gives)."""
+    vision = model.vision_model(pixel_values=pixels).last_hidden_state
+    tokens = model.visual_projection(model.vision_model.post_layernorm(vision))
+    text_hidden = model.text_model(**enc).last_hidden_state  # final LayerNorm already applied
+    words = model.text_projection(text_hidden)
+    ids = enc["input_ids"]
+    eos = (ids == model.config.text_config.eos_token_id).int().argmax(-1)
+    text = words[torch.arange(len(ids)), eos]
+    return tokens[:, 0], text, tokens[:, 1:], words
+
+
+def dense_pointing(model, tokenizer, seed: int, n_pairs: int) -> float:
+    """Share of caption words in 2-3-object scenes whose most similar patch (joint-space cosine)
+    lies on the object they name (``lucid.pointing.dense_pointing`` on the training model)."""
+    from sith_lens import load_clip
+    from sith_lens.lucid.pointing import dense_pointing_maps, score_heatmap
+
+    words, heats = dense_pointing_maps(load_clip(model, tokenizer=tokenizer), n_pairs=n_pairs, seed=seed)
+    return float(score_heatmap(heats["dense_cosine"], words).hit.float().mean())
 
 
 def _encoders(model, tokenizer, bf16: bool):
@@ -315,6 +468,19 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def token_ramp(step: int, cfg: TrainConfig) -> float:
+    """Weight factor of the token and crop losses at ``step``: 0 before ``cfg.token_start``, then a
+    linear ramp to 1 over ``cfg.token_warmup`` steps.
+
+    Example:
+        >>> [token_ramp(s, TrainConfig(token_start=10, token_warmup=4)) for s in (9, 10, 13, 50)]
+        [0.0, 0.25, 1.0, 1.0]
+    """
+    if step < cfg.token_start:
+        return 0.0
+    return min(1.0, (step - cfg.token_start + 1) / cfg.token_warmup) if cfg.token_warmup else 1.0
+
+
 def _text_factor(step: int, cfg: TrainConfig) -> float:
     """0 while the text tower is held (``cfg.text_delay``), then a linear warm-up to 1."""
     if step < cfg.text_delay:
@@ -346,6 +512,10 @@ def train(cfg: TrainConfig, progress: bool = True):
     if cfg.negatives < 0:
         raise ValueError(f"negatives must be >= 0, got {cfg.negatives}")
     swap_weights(parse_weights(cfg.negative_weights))  # fail now on bad weights
+    if min(cfg.token_loss, cfg.crop_loss, cfg.token_start, cfg.token_warmup) < 0 or cfg.token_items < 2 or cfg.crop_items < 1:
+        raise ValueError("token_loss, crop_loss, token_start and token_warmup must be >= 0, token_items >= 2 "
+                         f"and crop_items >= 1; got {cfg.token_loss}, {cfg.crop_loss}, {cfg.token_start}, "
+                         f"{cfg.token_warmup}, {cfg.token_items}, {cfg.crop_items}")
     if cfg.attention_init not in ATTENTION_INITS:
         raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {cfg.attention_init!r}")
     tokenizer = build_tokenizer(cfg.n_ctx)
@@ -367,7 +537,12 @@ def train(cfg: TrainConfig, progress: bool = True):
                 and (p.ndim >= 2 and "embedding" not in n) == decays
             ]
             groups.append({"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "text": text})
+    # The token loss's own temperature (training only; not part of the saved CLIPModel).
+    token_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    groups.append({"params": [token_scale], "weight_decay": 0.0, "text": False})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    crop_sides = tuple(int(x) for x in cfg.crop_sizes.split(","))
+    crop_generator = torch.Generator().manual_seed(cfg.seed)
     world = ToyWorld(seed=cfg.seed, image_size=cfg.image_size, patch_size=cfg.patch_size)
     val_world = ToyWorld(seed=VALIDATION_SEED, image_size=cfg.image_size, patch_size=cfg.patch_size)
     log = []
@@ -382,15 +557,31 @@ def train(cfg: TrainConfig, progress: bool = True):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, cfg) * (_text_factor(step, cfg) if group["text"] else 1.0)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                image = model.get_image_features(pixel_values=batch.pixels).pooler_output
-                text = model.get_text_features(**enc).pooler_output
+                image, text, patches, words = joint_forward(model, batch.pixels, enc)
             loss = contrastive_loss(image, text, model.logit_scale, truth)
+            loss_parts = {"cls_loss": loss.item()}
+            ramp = token_ramp(step, cfg)
+            if cfg.token_loss and ramp:
+                k = min(cfg.token_items, len(image))
+                word_mask = (enc["input_ids"][:k] >= len(SPECIAL_TOKENS)) & enc["attention_mask"][:k].bool()
+                token = token_alignment_loss(patches[:k], words[:k], word_mask, token_scale, truth[:k, :k])
+                loss_parts["token_loss"] = token.item()
+                loss = loss + cfg.token_loss * ramp * token
+            if cfg.crop_loss and ramp:
+                k = min(cfg.crop_items, len(image))
+                boxes = random_patch_boxes(k, cfg.image_size // cfg.patch_size, crop_sides, crop_generator)
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    teacher = model.get_image_features(pixel_values=crop_in_place(batch.pixels[:k], boxes, cfg.patch_size)).pooler_output
+                crop = crop_consistency_loss(patches[:k], boxes, teacher)
+                loss_parts["crop_loss"] = crop.item()
+                loss = loss + cfg.crop_loss * ramp * crop
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
+                token_scale.clamp_(0, math.log(100))
             bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{model.logit_scale.exp().item():.1f}")
             last = step + 1 == cfg.steps
             if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last:
@@ -398,7 +589,9 @@ def train(cfg: TrainConfig, progress: bool = True):
                 acc = zero_shot_accuracy(*_encoders(model, tokenizer, cfg.bf16), val_world, per_value=20)
                 model.train()
                 entry = {"step": step + 1, "loss": round(loss.item(), 4), "seconds": round(time.perf_counter() - start, 1)}
+                entry.update({name: round(part, 4) for name, part in loss_parts.items()})
                 entry.update({k: round(v, 4) for k, v in acc.items()})
+                entry["dense_pointing"] = round(dense_pointing(model, tokenizer, VALIDATION_SEED, cfg.eval_pairs), 4)
                 log.append(entry)
                 tqdm.write(json.dumps(entry))
     model.eval()
@@ -455,9 +648,53 @@ def _recipe_extras(cfg: dict) -> str:
     if cfg.get("negatives"):
         lines.append(f"- Hard-negative captions: {cfg['negatives']} per image, one attribute word swapped "
                      f"(weights {cfg['negative_weights']}).")
+    if cfg.get("token_loss"):
+        lines.append(f"- Token-level loss (weight {cfg['token_loss']}, first {cfg['token_items']} items of each batch): "
+                     "FILIP-style late interaction between every patch token and every caption word token, both "
+                     "through their tower's final LayerNorm and projection; no masks or word-object labels.")
+    if cfg.get("crop_loss"):
+        lines.append(f"- Crop consistency (weight {cfg['crop_loss']}, {cfg['crop_items']} images per batch, boxes of "
+                     f"{cfg['crop_sizes'].replace(',', '-')} patches a side): the mean patch token of a random box must "
+                     "point where the model's own embedding of that box alone (the rest painted in the border colour) "
+                     "points (CLIPSelf-style); label-free.")
     if cfg.get("text_delay"):
         lines.append(f"- The text tower was held at its init for the first {cfg['text_delay']} steps.")
     return "".join(line + "\n" for line in lines)
+
+
+def _why(cfg: dict) -> str:
+    if not (cfg.get("token_loss") or cfg.get("crop_loss")):
+        return ""
+    return """## Why this recipe
+
+Trained with the CLS loss alone, the earlier toy CLIP read every attribute perfectly but its patches
+were not aligned with words: a caption word's most similar patch (joint-space cosine) lay on the
+object it names for 0.17 of the words in 2-3-object scenes, below the 0.41 of picking a random
+object, because nothing in the loss involved a patch token. Real CLIPs have weak but real dense
+alignment (the basis of MaskCLIP-style segmentation). Without it, a method that claims to ground
+words in patches (LUCID) cannot be told apart from a word-agnostic saliency map on this model. The
+two label-free token-level losses below give the patches that alignment, so such claims can succeed
+or fail here. Neither uses masks or says which word names which object.
+
+"""
+
+
+def training_curve(log: list[dict]) -> str:
+    """The periodic evaluations as a markdown table: step, losses, lowest zero-shot accuracy and
+    (when logged) dense pointing."""
+    if not log:
+        return ""
+    losses = [k for k in ("loss", "cls_loss", "token_loss", "crop_loss") if k in log[0]]
+    attributes = [k for k in ("shape", "color", "size", "position", "texture", "background") if k in log[0]]
+    extra = ["dense_pointing"] if "dense_pointing" in log[0] else []
+    header = ["step", *losses, "min zero-shot", *extra]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in log:
+        low = min(attributes, key=lambda a: entry[a])
+        cells = [str(entry["step"]), *(f"{entry[k]:.3f}" for k in losses), f"{entry[low]:.2f} ({low})",
+                 *(f"{entry[k]:.3f}" for k in extra)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def model_card(record: dict) -> str:
@@ -483,7 +720,7 @@ without downloading real weights. Load it with `sith_lens.load_clip("toy")`.
 - Text: {cfg['text_layers']} layers x {cfg['text_heads']} heads, width {cfg['width']}, context {cfg['n_ctx']}, word-level tokenizer ({record['vocab_size']} words).
 - Joint space: {cfg['projection_dim']} dimensions. Parameters: {record['parameters']:,}.
 
-## Training
+{_why(cfg)}## Training
 
 Command (seeded; the same command rebuilds this checkpoint up to floating-point non-determinism):
 
@@ -498,6 +735,9 @@ Command (seeded; the same command rebuilds this checkpoint up to floating-point 
 {_recipe_extras(cfg)}- Training time: {record['train_seconds'] / 60:.1f} min on {record['machine']}.
 - Versions: torch {record['versions']['torch']}, transformers {record['versions']['transformers']}.
 
+## Training curve (validation world, seed {VALIDATION_SEED}: zero-shot on 20 scenes per value; dense pointing on the 2-3-object scenes of {cfg.get('eval_pairs', 256)})
+
+{training_curve(record.get('log', []))}
 ## Metrics (validation world, seed {VALIDATION_SEED}; not used in training)
 
 Zero-shot accuracy on single-object scenes, one prompt per value ("a red object"):
