@@ -357,6 +357,7 @@ def main() -> None:
     parser.add_argument("--train-seeds", default="0,1", help="initialisation and batch-order seeds of every model")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", default="toy", help="toy CLIP to collect activations from (default: the shipped one)")
     parser.add_argument("--d-sae", type=int, default=1024)
     parser.add_argument("--n-private", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -368,7 +369,7 @@ def main() -> None:
     eval_seeds = [int(x) for x in args.eval_seeds.split(",")]
     train_seeds = [int(x) for x in args.train_seeds.split(",")]
     start = time.perf_counter()
-    model = sl.load_clip("toy")
+    model = sl.load_clip(args.model)
     train = collect_toy_activations(model, args.pairs, seed=TRAIN_SEED, progress=False)
     held_out = {e: collect_toy_activations(model, args.eval_pairs, seed=e, progress=False) for e in eval_seeds}
     first = held_out[eval_seeds[0]]

@@ -9,14 +9,16 @@ image-embedding mean (image_mean.safetensors), training.json and a model card (R
 Loss: symmetric InfoNCE with a learned temperature on the pooled embeddings, where every caption
 that is *true* of an image counts as a positive for it (the toy world's semantics say which), so a
 short caption such as "a red object" is not pushed away from the other red-object scenes of its
-batch; plus two label-free token-level losses that give the patch tokens the dense alignment with
-words that real CLIPs have: FILIP-style late interaction between patch tokens and word tokens
-(``token_alignment_loss``) and CLIPSelf-style crop consistency (``crop_consistency_loss``). Half of
-each batch is one-object scenes captioned by one attribute, weighted towards shape ("a star"); the
-rest is hard-negative pairs (a scene and a copy with one value changed, both captions naming it).
-The vision position embeddings start as a 2-D sine-cosine grid and the vision attention heads
-mimetically (W_Q W_K^T near +I, W_V W_O near -I). The model card of the shipped checkpoint has its
-training curve.
+batch. 70 % of each batch is one-object scenes captioned by one attribute, weighted towards shape
+("a star"); the rest is hard-negative pairs (a scene and a copy with one value changed, both
+captions naming it). The vision position embeddings start as a 2-D sine-cosine grid and the vision
+attention heads mimetically (W_Q W_K^T near +I, W_V W_O near -I).
+
+Two label-free token-level losses can be added (off by default; the shipped checkpoint has
+neither): FILIP-style late interaction between patch tokens and word tokens
+(``token_alignment_loss``, ``--token-loss``) and CLIPSelf-style crop consistency
+(``crop_consistency_loss``, ``--crop-loss``), which give the patch tokens the dense alignment with
+words that real CLIPs have. ``--init-from DIR`` continues from a checkpoint.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ class TrainConfig:
     """Everything that determines a training run."""
 
     #: Optimisation steps (one fresh batch each).
-    steps: int = 1700
-    batch_size: int = 128
+    steps: int = 1500
+    batch_size: int = 256
     #: Peak learning rate of AdamW (linear warm-up, then cosine decay to 10%).
     lr: float = 1e-3
     warmup: int = 100
@@ -107,22 +109,22 @@ class TrainConfig:
     #: near +I and W_V W_O near -I, so heads start out attending to similar (nearby) patches, as
     #: the heads of trained ViTs do. "default" keeps transformers' random init.
     attention_init: str = "mimetic"
-    #: bfloat16 autocast: about 1.5x faster on CPUs with AVX-512 BF16, about 10x *slower* without
-    #: it (the project's current 2-core machine), so off by default; float32 is the same everywhere.
-    bf16: bool = False
+    #: bfloat16 autocast: faster on CPUs with AVX-512 BF16, where the shipped checkpoint was trained,
+    #: but 5-20x *slower* on CPUs without it (measured: forward 5x, backward 22x; pass --no-bf16 there).
+    bf16: bool = True
     #: Score zero-shot accuracy every this many steps (0: only at the end).
     eval_every: int = 200
     #: Weight of the token-level (FILIP-style late-interaction) loss next to the CLS loss: every
     #: patch token and every caption word token, each through its tower's final LayerNorm and
     #: projection, are matched by their best partner (see ``token_alignment_loss``). No masks or
     #: word-to-object labels are used. 0 turns it off (the earlier toy CLIPs).
-    token_loss: float = 1.0
+    token_loss: float = 0.0
     #: How many items of each batch (the first ones: for "pairs", the hard-negative pairs with full
     #: captions, then one-word prompts) the token loss scores, all against all.
     token_items: int = 96
     #: Weight of the crop-consistency loss (``crop_consistency_loss``): the mean patch token of a
     #: random box must match the model's own image embedding of that box alone. 0 turns it off.
-    crop_loss: float = 4.0
+    crop_loss: float = 0.0
     #: How many images of each batch get a crop (the first ones), and the box sides in patches.
     crop_items: int = 64
     crop_sizes: str = "2,4"
@@ -132,6 +134,9 @@ class TrainConfig:
     #: tell images apart it is met by making every embedding alike; and the steps before cost less).
     token_start: int = 700
     token_warmup: int = 200
+    #: Start from this checkpoint directory's weights (a toy CLIP with the same architecture)
+    #: instead of a fresh init; "" trains from scratch.
+    init_from: str = ""
     #: Scenes of 2-3 objects scored by the dense pointing game at each evaluation.
     eval_pairs: int = 256
 
@@ -509,6 +514,26 @@ def _text_factor(step: int, cfg: TrainConfig) -> float:
     return min(1.0, (step - cfg.text_delay + 1) / cfg.warmup) if cfg.text_delay else 1.0
 
 
+def _load_init(model, path: Path):
+    """``model`` with the weights of the toy CLIP checkpoint at ``path`` (same architecture)."""
+    from transformers import CLIPModel
+
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"--init-from {path}: no config.json there; give a toy CLIP checkpoint directory")
+    start = CLIPModel.from_pretrained(path)
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+            "patch_size", "vocab_size", "max_position_embeddings")
+
+    def shape(config) -> dict:
+        return {(tower, k): getattr(getattr(config, tower), k, None) for tower in ("vision_config", "text_config")
+                for k in keys} | {"projection_dim": config.projection_dim}
+
+    if shape(start.config) != shape(model.config):
+        raise ValueError(f"--init-from {path}: its architecture differs from this run's settings "
+                         "(layers, heads, width, image or patch size, vocabulary)")
+    return start
+
+
 def train(cfg: TrainConfig, progress: bool = True):
     """Train a toy CLIP; returns (model, tokenizer, log) where log lists the periodic evaluations.
 
@@ -542,9 +567,11 @@ def train(cfg: TrainConfig, progress: bool = True):
     tokenizer = build_tokenizer(cfg.n_ctx)
     torch.manual_seed(cfg.seed)
     model = CLIPModel(toy_clip_config(cfg, len(tokenizer)))
-    if cfg.position_init > 0:
+    if cfg.init_from:
+        model = _load_init(model, Path(cfg.init_from))
+    elif cfg.position_init > 0:
         init_positions_sincos(model.vision_model.embeddings.position_embedding.weight, cfg.position_init)
-    if cfg.attention_init == "mimetic":
+    if cfg.attention_init == "mimetic" and not cfg.init_from:
         generator = torch.Generator().manual_seed(cfg.seed)
         for layer in model.vision_model.encoder.layers:
             init_attention_mimetic(layer.self_attn, generator)
