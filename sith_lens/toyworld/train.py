@@ -217,10 +217,17 @@ def contrastive_loss(
     image = F.normalize(image.float(), dim=-1)
     text = F.normalize(text.float(), dim=-1)
     logits = logit_scale.exp() * image @ text.T
+    return multi_positive_nce(logits, logits, truth)
+
+
+def multi_positive_nce(image_logits: torch.Tensor, text_logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean of the image->caption loss (each image's row of ``image_logits`` [B, C], every true
+    caption a positive) and the caption->image loss (each column of ``text_logits`` [B, C] of a
+    caption true of some image, every image it is true of a positive)."""
     target = truth.float()
-    loss_i = -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    loss_i = -(target / target.sum(1, keepdim=True) * F.log_softmax(image_logits, dim=1)).sum(1).mean()
     scored = truth.any(0)
-    target_t, logits_t = target.T[scored], logits.T[scored]
+    target_t, logits_t = target.T[scored], text_logits.T[scored]
     loss_t = -(target_t / target_t.sum(1, keepdim=True) * F.log_softmax(logits_t, dim=1)).sum(1).mean()
     return (loss_i + loss_t) / 2
 
@@ -262,17 +269,7 @@ def token_alignment_loss(
     n_words = word_mask.sum(1).clamp(min=1)
     best_patch = (sim.max(2).values * word_mask[None]).sum(-1) / n_words  # [B, C]: words -> patches
     scale = logit_scale.exp()
-    target = truth.float()
-
-    def image_to_text(logits: torch.Tensor) -> torch.Tensor:
-        return -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-
-    def text_to_image(logits: torch.Tensor) -> torch.Tensor:
-        scored = truth.any(0)
-        t, lg = target.T[scored], logits.T[scored]
-        return -(t / t.sum(1, keepdim=True) * F.log_softmax(lg, dim=1)).sum(1).mean()
-
-    return (image_to_text(scale * best_word) + text_to_image(scale * best_patch)) / 2
+    return multi_positive_nce(scale * best_word, scale * best_patch, truth)
 
 
 def random_patch_boxes(
