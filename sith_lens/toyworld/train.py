@@ -714,7 +714,7 @@ def _why(cfg: dict) -> str:
 
 Trained with the CLS loss alone, the earlier toy CLIP read every attribute perfectly but its patches
 were not aligned with words: a caption word's most similar patch (joint-space cosine) lay on the
-object it names for 0.17 of the words in 2-3-object scenes, below the 0.41 of picking a random
+object it names for 0.14 of the words in held-out 2-3-object scenes, below the 0.40 of picking a random
 object, because nothing in the loss involved a patch token. Real CLIPs have weak but real dense
 alignment (the basis of MaskCLIP-style segmentation). Without it, a method that claims to ground
 words in patches (LUCID) cannot be told apart from a word-agnostic saliency map on this model. The
