@@ -363,7 +363,7 @@ def padded_segments(tokenizer, texts: list[str], short: int = 8) -> list[dict]:
 
 def dense_pointing(model, tokenizer, seed: int, n_pairs: int) -> float:
     """Share of caption words in 2-3-object scenes whose most similar patch (joint-space cosine)
-    lies on the object they name (``lucid.pointing.dense_pointing`` on the training model)."""
+    lies on the object they name (``lucid.pointing.dense_pointing_maps`` on the training model)."""
     from sith_lens import load_clip
     from sith_lens.lucid.pointing import dense_pointing_maps, score_heatmap
 
@@ -566,12 +566,13 @@ def train(cfg: TrainConfig, progress: bool = True):
     model = CLIPModel(toy_clip_config(cfg, len(tokenizer)))
     if cfg.init_from:
         model = _load_init(model, Path(cfg.init_from))
-    elif cfg.position_init > 0:
-        init_positions_sincos(model.vision_model.embeddings.position_embedding.weight, cfg.position_init)
-    if cfg.attention_init == "mimetic" and not cfg.init_from:
-        generator = torch.Generator().manual_seed(cfg.seed)
-        for layer in model.vision_model.encoder.layers:
-            init_attention_mimetic(layer.self_attn, generator)
+    else:
+        if cfg.position_init > 0:
+            init_positions_sincos(model.vision_model.embeddings.position_embedding.weight, cfg.position_init)
+        if cfg.attention_init == "mimetic":
+            generator = torch.Generator().manual_seed(cfg.seed)
+            for layer in model.vision_model.encoder.layers:
+                init_attention_mimetic(layer.self_attn, generator)
     model.train()
     groups = []
     for text in (False, True):
