@@ -318,15 +318,33 @@ def test_crops_keep_the_box_and_paint_the_rest_with_the_border_colour():
     assert float(crop_consistency_loss(tokens, boxes, -mean)) == pytest.approx(2, abs=1e-5)
 
 
+def test_word_consistency_pulls_only_attribute_words_towards_their_prompt():
+    from sith_lens.toyworld.train import build_tokenizer, word_consistency_loss, word_prompt_table
+
+    tok = build_tokenizer(40)
+    index, prompts = word_prompt_table(tok)
+    ids = torch.tensor(tok(["a red circle at the top left"])["input_ids"])
+    named = [prompts[i] for i in index[ids[0]].tolist() if i >= 0]
+    assert named == ["a red object", "a circle"]  # articles, position words and specials have none
+    teacher = torch.randn(len(prompts), 16)
+    words = torch.randn(1, ids.shape[1], 16)
+    red, circle = 2, 3  # <bos> a red circle ...
+    words[0, red], words[0, circle] = teacher[index[ids[0, red]]], -teacher[index[ids[0, circle]]]
+    # one word on its teacher (0), one opposite (2); the others do not count
+    assert float(word_consistency_loss(words, ids, index, teacher)) == pytest.approx(1.0, abs=1e-5)
+    assert float(word_consistency_loss(words, torch.zeros_like(ids), index, teacher)) == 0.0
+
+
 def test_token_and_crop_losses_train_end_to_end_and_are_logged():
     from sith_lens.toyworld.train import TrainConfig, train
 
     cfg = TrainConfig(steps=2, batch_size=8, eval_every=2, eval_pairs=8, token_loss=1.0, token_items=6,
-                      crop_loss=1.0, crop_items=4, token_start=0, token_warmup=0, bf16=False)
+                      crop_loss=1.0, crop_items=4, word_loss=1.0, token_start=0, token_warmup=0, bf16=False)
     model, _, log = train(cfg, progress=False)
     entry = log[-1]
-    assert {"cls_loss", "token_loss", "crop_loss", "dense_pointing"} <= set(entry)
-    assert entry["loss"] == pytest.approx(entry["cls_loss"] + entry["token_loss"] + entry["crop_loss"], abs=1e-3)
+    assert {"cls_loss", "token_loss", "crop_loss", "word_loss", "dense_pointing"} <= set(entry)
+    parts = entry["cls_loss"] + entry["token_loss"] + entry["crop_loss"] + entry["word_loss"]
+    assert entry["loss"] == pytest.approx(parts, abs=1e-3)
     assert 0 <= entry["dense_pointing"] <= 1
 
 

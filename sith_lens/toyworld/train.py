@@ -128,6 +128,10 @@ class TrainConfig:
     #: How many images of each batch get a crop (the first ones), and the box sides in patches.
     crop_items: int = 64
     crop_sizes: str = "2,4"
+    #: Weight of the word-consistency loss (``word_consistency_loss``): every caption word that is
+    #: an attribute value must point where the model's own embedding of that value's zero-shot
+    #: prompt ("a red object") points. 0 turns it off.
+    word_loss: float = 0.0
     #: The token and crop losses start at this step and their weights then grow linearly to their
     #: value over ``token_warmup`` steps, so they act on embeddings the CLS loss has already made
     #: discriminative (the crop loss's teacher is the model itself: on a model that cannot yet
@@ -323,6 +327,56 @@ def crop_consistency_loss(patches: torch.Tensor, boxes: torch.Tensor, teacher: t
     weights = boxes.float()
     student = (patches.float() * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
     return (1 - F.cosine_similarity(student, teacher.float().detach(), dim=-1)).mean()
+
+
+def word_prompt_table(tokenizer) -> tuple[torch.Tensor, list[str]]:
+    """(index [V], prompts): for each token id, the index of the zero-shot prompt of the attribute
+    value it is ("red" -> "a red object"), or -1 for words that are no single-word value of an
+    object attribute (articles, position words, backgrounds, special tokens).
+
+    Example:
+        >>> index, prompts = word_prompt_table(build_tokenizer(40))
+        >>> prompts[int(index[build_tokenizer(40).convert_tokens_to_ids("red")])]
+        'a red object'
+    """
+    from .attributes import VALUES
+    from .captions import attribute_prompts
+
+    index = torch.full((len(tokenizer),), -1, dtype=torch.long)
+    prompts: list[str] = []
+    for attribute in ("shape", "color", "size", "texture"):
+        for value, prompt in zip(VALUES[attribute], attribute_prompts(attribute)):
+            index[tokenizer.convert_tokens_to_ids(value)] = len(prompts)
+            prompts.append(prompt)
+    return index, prompts
+
+
+def word_consistency_loss(words: torch.Tensor, word_ids: torch.Tensor, prompt_index: torch.Tensor,
+                          teacher: torch.Tensor) -> torch.Tensor:
+    """The text side of crop consistency, label-free: each caption word token that names an
+    attribute value should point where the model's own pooled embedding of that value's zero-shot
+    prompt points (no gradient through the teacher). In a causal text tower a word's token also
+    carries the words before it ("blue" in "a red circle and a blue square" has seen "red"); this
+    pulls it back to the word's own meaning in the joint space, where the CLS loss has already tied
+    it to images of that value, and the crop loss ties patches to the images of their region.
+
+    Args:
+        words: [C, L, D] caption token embeddings in the joint space.
+        word_ids: [C, L] their token ids.
+        prompt_index: long [V], ``word_prompt_table``'s index (-1: no teacher).
+        teacher: [P, D] pooled embeddings of the prompts.
+
+    Example:
+        >>> ids = torch.tensor([[0, 1]])
+        >>> float(word_consistency_loss(torch.ones(1, 2, 3), ids, torch.tensor([-1, 0]), torch.ones(1, 3)))
+        0.0
+    """
+    index = prompt_index[word_ids]
+    keep = index >= 0
+    if not bool(keep.any()):
+        return words.sum() * 0.0
+    target = teacher.float().detach()[index[keep]]
+    return (1 - F.cosine_similarity(words[keep].float(), target, dim=-1)).mean()
 
 
 def joint_forward(model, pixels: torch.Tensor, segments: list[dict]) -> tuple[torch.Tensor, ...]:
@@ -555,9 +609,9 @@ def train(cfg: TrainConfig, progress: bool = True):
     if cfg.negatives < 0:
         raise ValueError(f"negatives must be >= 0, got {cfg.negatives}")
     swap_weights(parse_weights(cfg.negative_weights))  # fail now on bad weights
-    if min(cfg.token_loss, cfg.crop_loss, cfg.token_start, cfg.token_warmup) < 0 or cfg.token_items < 2 or cfg.crop_items < 1:
-        raise ValueError("token_loss, crop_loss, token_start and token_warmup must be >= 0, token_items >= 2 "
-                         f"and crop_items >= 1; got {cfg.token_loss}, {cfg.crop_loss}, {cfg.token_start}, "
+    if min(cfg.token_loss, cfg.crop_loss, cfg.word_loss, cfg.token_start, cfg.token_warmup) < 0 or cfg.token_items < 2 or cfg.crop_items < 1:
+        raise ValueError("token_loss, crop_loss, word_loss, token_start and token_warmup must be >= 0, token_items >= 2 "
+                         f"and crop_items >= 1; got {cfg.token_loss}, {cfg.crop_loss}, {cfg.word_loss}, {cfg.token_start}, "
                          f"{cfg.token_warmup}, {cfg.token_items}, {cfg.crop_items}")
     if cfg.attention_init not in ATTENTION_INITS:
         raise ValueError(f"attention_init must be one of {ATTENTION_INITS}, got {cfg.attention_init!r}")
@@ -589,6 +643,8 @@ def train(cfg: TrainConfig, progress: bool = True):
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     crop_sides = tuple(int(x) for x in cfg.crop_sizes.split(","))
     crop_generator = torch.Generator().manual_seed(cfg.seed)
+    prompt_index, word_prompts = word_prompt_table(tokenizer)
+    prompt_tokens = dict(tokenizer(word_prompts, padding=True, return_tensors="pt"))
     world = ToyWorld(seed=cfg.seed, image_size=cfg.image_size, patch_size=cfg.patch_size)
     val_world = ToyWorld(seed=VALIDATION_SEED, image_size=cfg.image_size, patch_size=cfg.patch_size)
     log = []
@@ -621,6 +677,12 @@ def train(cfg: TrainConfig, progress: bool = True):
                 crop = crop_consistency_loss(patches[:k], boxes, teacher)
                 loss_parts["crop_loss"] = crop.item()
                 loss = loss + cfg.crop_loss * ramp * crop
+            if cfg.word_loss and ramp:
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    teacher = model.get_text_features(**prompt_tokens).pooler_output
+                word = word_consistency_loss(words, word_ids, prompt_index, teacher)
+                loss_parts["word_loss"] = word.item()
+                loss = loss + cfg.word_loss * ramp * word
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -703,13 +765,17 @@ def _recipe_extras(cfg: dict) -> str:
                      f"{cfg['crop_sizes'].replace(',', '-')} patches a side): the mean patch token of a random box must "
                      "point where the model's own embedding of that box alone (the rest painted in the border colour) "
                      "points (CLIPSelf-style); label-free.")
+    if cfg.get("word_loss"):
+        lines.append(f"- Word consistency (weight {cfg['word_loss']}): every caption word that is an attribute value "
+                     "(\"red\") must point where the model's own embedding of that value's zero-shot prompt "
+                     "(\"a red object\") points; no word-object labels.")
     if cfg.get("text_delay"):
         lines.append(f"- The text tower was held at its init for the first {cfg['text_delay']} steps.")
     return "".join(line + "\n" for line in lines)
 
 
 def _why(cfg: dict) -> str:
-    if not (cfg.get("token_loss") or cfg.get("crop_loss")):
+    if not (cfg.get("token_loss") or cfg.get("crop_loss") or cfg.get("word_loss")):
         return ""
     return """## Why this recipe
 
@@ -730,7 +796,7 @@ def training_curve(log: list[dict]) -> str:
     (when logged) dense pointing."""
     if not log:
         return ""
-    losses = [k for k in ("loss", "cls_loss", "token_loss", "crop_loss") if k in log[0]]
+    losses = [k for k in ("loss", "cls_loss", "token_loss", "crop_loss", "word_loss") if k in log[0]]
     attributes = [k for k in ("shape", "color", "size", "position", "texture", "background") if k in log[0]]
     extra = ["dense_pointing"] if "dense_pointing" in log[0] else []
     header = ["step", *losses, "min zero-shot", *extra]
