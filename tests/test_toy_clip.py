@@ -388,3 +388,21 @@ def test_init_from_continues_a_checkpoint_and_refuses_another_architecture(train
         train(TrainConfig(steps=1, batch_size=8, width=64, eval_every=0, init_from=str(out)), progress=False)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         train(TrainConfig(steps=1, batch_size=8, eval_every=0, init_from=str(tmp_path)), progress=False)
+
+
+def test_a_continued_checkpoint_records_every_stage_and_the_total_time(trained, tmp_path):
+    import contextlib
+    import io
+
+    out, _ = trained
+    child = tmp_path / "child"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert train_main(["--out", str(child), "--init-from", str(out), "--steps", "1", "--batch-size", "8",
+                           "--eval-every", "0", "--eval-pairs", "8", "--retrieval-pairs", "8", "--quiet"]) == 0
+    base = json.loads((out / "training.json").read_text())
+    record = json.loads((child / "training.json").read_text())
+    assert record["base"]["command"] == base["command"] and record["base"]["train_seconds"] == base["train_seconds"]
+    card = (child / "README.md").read_text()
+    assert base["command"] in card and record["command"] in card
+    total = (base["train_seconds"] + record["train_seconds"]) / 60
+    assert f"Training time of all stages: {total:.1f} min." in card

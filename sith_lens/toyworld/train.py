@@ -791,6 +791,36 @@ or fail here. Neither uses masks or says which word names which object.
 """
 
 
+def _base_record(init_from: str) -> dict | None:
+    """What the checkpoint a run continued from says about its own training (None from scratch)."""
+    if not init_from:
+        return None
+    path = Path(init_from) / "training.json"
+    if not path.is_file():
+        return {"path": init_from}
+    base = json.loads(path.read_text())
+    return {"path": init_from, **{k: base.get(k) for k in ("command", "train_seconds", "machine", "base")}}
+
+
+def _stages(record: dict) -> str:
+    """Model-card lines on the checkpoints this one continued from, with the total training time."""
+    chain, base = [], record.get("base")
+    while base:
+        chain.append(base)
+        base = base.get("base")
+    if not chain:
+        return ""
+    lines = ["This checkpoint continues from another; its stages, first to last:", ""]
+    for stage in reversed(chain):
+        seconds = stage.get("train_seconds")
+        took = f" ({seconds / 60:.1f} min on {stage.get('machine')})" if seconds else ""
+        lines.append(f"    {stage.get('command', '(' + stage['path'] + ': no training record)')}{took}")
+    lines.append(f"    {record['command']} ({record['train_seconds'] / 60:.1f} min on {record['machine']})")
+    total = record["train_seconds"] + sum(s.get("train_seconds") or 0 for s in chain)
+    lines += ["", f"Training time of all stages: {total / 60:.1f} min.", ""]
+    return "\n".join(lines) + "\n"
+
+
 def training_curve(log: list[dict]) -> str:
     """The periodic evaluations as a markdown table: step, losses, lowest zero-shot accuracy and
     (when logged) dense pointing."""
@@ -838,7 +868,7 @@ Command (seeded; the same command rebuilds this checkpoint up to floating-point 
 
     {record['command']}
 
-- Steps {cfg['steps']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up {cfg['warmup']}, cosine to 10%),
+{_stages(record)}- Steps {cfg['steps']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']} (warm-up {cfg['warmup']}, cosine to 10%),
   weight decay {cfg['weight_decay']}, bf16 autocast {cfg['bf16']}, seed {cfg['seed']}.
 - Loss: symmetric InfoNCE with a learned temperature; every caption true of an image is a positive.
 - Batches: {BATCH_DESCRIPTIONS[cfg['batches']].format(**cfg)}.
@@ -905,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
         "vocab_size": len(tokenizer),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "log": log,
+        "base": _base_record(cfg.init_from),
         "final": {
             "zero_shot": zero_shot_accuracy(*encoders, val, per_value=50),
             "retrieval": caption_retrieval(*encoders, val, n_pairs=args.retrieval_pairs),
