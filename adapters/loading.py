@@ -338,7 +338,8 @@ def toy_checkpoint_dir() -> Path:
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise ModelNotAvailableError(
             f"the toy CLIP checkpoint is not in this installation ({path} has no config.json/model.safetensors). "
-            f"Build it with `python -m sith_lens.toyworld.train --out {path}` (CPU, under an hour), "
+            "Rebuild it in a source checkout with `make toy-clip-base toy-clip` (the two seeded stages of "
+            "`python -m sith_lens.toyworld.train`, about an hour on CPU), "
             "or use 'random:tiny' for a small random CLIP"
         )
     return path

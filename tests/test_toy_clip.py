@@ -121,7 +121,7 @@ def test_missing_toy_checkpoint_names_the_rebuild_command(tmp_path, monkeypatch)
     import importlib.resources
 
     monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
-    with pytest.raises(sl.ModelNotAvailableError, match="python -m sith_lens.toyworld.train --out"):
+    with pytest.raises(sl.ModelNotAvailableError, match="make toy-clip-base toy-clip"):
         sl.load_clip("toy")
 
 
@@ -209,11 +209,30 @@ def test_shipped_toy_clip_loads_offline_and_has_learned_the_world(monkeypatch):
     with torch.no_grad():
         acc = zero_shot_accuracy(model.encode_image, model.encode_text, world, per_value=20)
     record = json.loads((path / "training.json").read_text())
-    assert record["train_seconds"] <= 3600
+    stages = [record, *([record["base"]] if "base" in record else [])]
+    assert all(stage["train_seconds"] <= 3600 for stage in stages), [s["train_seconds"] for s in stages]
     for attribute, minimum in SHIPPED_MINIMUM_ACCURACY.items():
         assert acc[attribute] >= minimum, (attribute, acc[attribute])
 
 
+
+
+#: The shipped model's own dense pointing (each caption word's cosine with every patch, MaskCLIP-
+#: style) on 2-3-object scenes of seed 4242: measured 0.507 [0.495, 0.521] on 3 x 512 pairs (README),
+#: against 0.137 for checkpoint 3 and 0.327 for the word-agnostic map. Asserted well below that.
+SHIPPED_MINIMUM_DENSE_POINTING = 0.42
+
+
+def test_shipped_toy_clip_points_with_its_patches_better_than_a_word_agnostic_map():
+    """Issue 29's first claim: the shipped model's patches align with the words that name them,
+    above chance (a random object of the scene) and above the best map that ignores the word."""
+    from sith_lens.lucid.pointing import dense_pointing_maps, pointing_table
+
+    words, heats = dense_pointing_maps(sl.load_clip("toy"), n_pairs=192, seed=4242)
+    evidence = pointing_table(words, heats, "dense_cosine", ["background_distance"]).evidence
+    assert evidence.value.value >= SHIPPED_MINIMUM_DENSE_POINTING, evidence.value
+    assert evidence.value.low > evidence.chance, (evidence.value, evidence.chance)
+    assert evidence.margin_against == "background_distance" and evidence.margin.low > 0.05, evidence.margin
 
 
 def test_mimetic_attention_init_makes_heads_attend_to_similar_tokens():

@@ -154,14 +154,17 @@ def _pointing_caveat(held: dict[str, Any]) -> str:
     if not base:
         return ""
     margin = base["margin_vs_word_agnostic"]
+    if margin["ci95"][0] > 0:
+        verdict = "The heat maps ground words beyond saliency: the margin's interval lies above zero."
+    else:
+        verdict = "The heat maps show salient objects; they are not shown to ground words beyond that."
     return f"""
 Read the pointing game against its baselines: a heat map that ignores the word (each patch's
 distance from the mean background patch) scores {base["background_distance"]}, the release's own
 code norm {base["release_code_norm"]}; the margin over the better of them is {margin["value"]}
 (95 % interval {margin["ci95"]}). Among peaks on an object, the named object is hit at
 {base["given_object_2obj"]} on two-object scenes and {base["given_object_3obj"]} on three (chance
-0.5 and 0.33). The heat maps show salient objects; they do not ground words on this toy CLIP
-(README, "LUCID benchmark").
+0.5 and 0.33). {verdict} (README, "LUCID benchmark").
 """
 
 
