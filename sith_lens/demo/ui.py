@@ -124,9 +124,9 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                                          label="zero-shot classes (comma-separated prompts)")
                 if wb.is_toy:
                     gr.Markdown("On the toy CLIP, suppressing the singular vectors SITH explains with shape words "
-                                "breaks shape predictions and leaves the others alone: switch the samples to "
-                                "**color** to check. Colour itself is hard to remove from these heads "
-                                "(README, edit benchmark).")
+                                "breaks shape predictions; switch the samples to another attribute (e.g. **color**) "
+                                "to see what else the edit moves. How selective each edit is, against random "
+                                "vectors and the all-heads ceiling, is in the README's edit benchmark.")
                 edit_upload = gr.File(label="your image (optional)", file_count="single")
                 with gr.Row():
                     apply = gr.Button("Apply edit", variant="primary")
