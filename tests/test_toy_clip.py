@@ -184,7 +184,7 @@ def test_sincos_position_init_is_a_smooth_centred_grid():
 
 #: Held-out zero-shot accuracy the shipped checkpoint must keep (20 scenes per value, so a few
 #: points of noise). See the README's toy CLIP quality table for the figures at 100 scenes per value
-#: on seeds 777, 6002 and 9001 (every attribute 1.000): 0.90 for every attribute is asserted.
+#: on seeds 777, 6002 and 9001 (every attribute >= 0.996): 0.90 or more is asserted.
 SHIPPED_MINIMUM_ACCURACY = {"color": 0.95, "background": 0.95, "position": 0.9, "size": 0.9, "texture": 0.9, "shape": 0.9}
 
 
@@ -215,11 +215,10 @@ def test_shipped_toy_clip_loads_offline_and_has_learned_the_world(monkeypatch):
         assert acc[attribute] >= minimum, (attribute, acc[attribute])
 
 
-
-
 #: The shipped model's own dense pointing (each caption word's cosine with every patch, MaskCLIP-
-#: style) on 2-3-object scenes of seed 4242: measured 0.507 [0.495, 0.521] on 3 x 512 pairs (README),
-#: against 0.137 for checkpoint 3 and 0.327 for the word-agnostic map. Asserted well below that.
+#: style) on 2-3-object scenes: 0.502 [0.490, 0.516] on 3 x 512 pairs of seeds 777, 6002, 9001
+#: (README; word-agnostic map 0.330), 0.538 [0.507, 0.571] on this test's 192 scenes of seed 4242,
+#: where checkpoint 3 (stage 1) scores 0.143 with margin -0.136. Asserted well below the measured.
 SHIPPED_MINIMUM_DENSE_POINTING = 0.42
 
 
