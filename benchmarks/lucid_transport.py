@@ -19,7 +19,8 @@ codes do not carry it (training or capacity); if ``plan_codes_only`` points no b
 word-agnostic maps, the codes themselves do not say which object a word names, and the plan's
 pointing comes from the prior. Also printed: the share of each word's plan mass on the object it
 names, against that object's share of the scene's object patches (what a plan blind to the word
-would put there).
+would put there), and the share of its mass on background patches, against the background's share
+of the patches, with the share of words whose plan peaks on background.
 
     python benchmarks/lucid_transport.py      # ~2 min on 2 cores; the last line is JSON
 """
@@ -79,6 +80,19 @@ def mass_on_named_object(plan: torch.Tensor, words: PointingWords, groups: np.nd
     return mean_estimate(share.double().numpy(), groups), mean_estimate(blind.numpy(), groups)
 
 
+def mass_on_background(plan: torch.Tensor, words: PointingWords, groups: np.ndarray) -> dict[str, Estimate]:
+    """Where a word's plan goes off the objects: the share of its mass on background patches, the
+    background's share of the scene's patches (what a plan blind to objects would put there), and
+    the share of words whose peak lies on background."""
+    background = words.patch_labels < 0
+    mass = plan.clamp_min(0)
+    share = (mass * background).sum(1) / mass.sum(1).clamp_min(1e-12)
+    peak_off = background.gather(1, plan.argmax(1, keepdim=True)).squeeze(1)
+    return {"mass_share": mean_estimate(share.double().numpy(), groups),
+            "background_patch_share": mean_estimate(background.double().mean(1).numpy(), groups),
+            "peak_on_background": mean_estimate(peak_off.double().numpy(), groups)}
+
+
 @torch.no_grad()
 def main() -> None:
     model = sl.load_clip("toy")
@@ -108,7 +122,12 @@ def main() -> None:
     mass = {name: mass_on_named_object(heats[name], words, groups_all) for name in ("plan", "plan_codes_only", "prior")}
     for name, (share, blind) in mass.items():
         print(f"{name}: share of object mass on the named object {share} (word-blind spread {blind})")
+    background = {name: mass_on_background(heats[name], words, groups_all) for name in ("plan", "plan_codes_only", "prior")}
+    for name, b in background.items():
+        print(f"{name}: mass on background {b['mass_share']} (background is {b['background_patch_share']} of the "
+              f"patches); peak on background for {b['peak_on_background']} of the words")
     print(json.dumps({
+        "mass_on_background": {name: {k: e.to_json() for k, e in b.items()} for name, b in background.items()},
         "pointing": {name: t.evidence.to_json() for name, t in tables.items()},
         "rates": tables["plan"].to_json()["rates"],
         "mass_on_named_object": {name: {"value": s.to_json(), "word_blind": b.to_json()} for name, (s, b) in mass.items()},
