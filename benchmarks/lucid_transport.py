@@ -46,6 +46,8 @@ from sith_lens.lucid.pointing import (
 from sith_lens.lucid.transport import config_from_details, guidance_prior, pair_plan
 
 EVAL_SEEDS, N_EVAL = (32, 4242, 5151), 512
+#: The maps ``transport_maps`` adds, each also scored for where its mass goes.
+TRANSPORT_MAPS = ("plan", "plan_codes_only", "prior")
 
 
 @torch.no_grad()
@@ -56,7 +58,7 @@ def transport_maps(sae: Any, acts: PairedActivations, words: PointingWords) -> d
     batch, patch_codes, token_codes = encode_pairs(sae, acts, max_pairs=len(acts))
     s, grid = n_shared(sae), batch.grid
     n_pairs, n_patches, width = len(batch.patches), batch.patches.shape[1], batch.tokens.shape[1]
-    maps = {name: torch.zeros(n_pairs, width, n_patches) for name in ("plan", "plan_codes_only", "prior")}
+    maps = {name: torch.zeros(n_pairs, width, n_patches) for name in TRANSPORT_MAPS}
     for p in range(n_pairs):
         content = (batch.token_weights[p] > 0).nonzero().flatten()
         if len(content) == 0:
@@ -115,14 +117,14 @@ def main() -> None:
     agnostic = ["background_distance", "lucid_code_norm"]
     groups_all, seeds_all = np.concatenate(groups), np.array(seeds)
     tables = {name: pointing_table(words, heats, name, agnostic, groups_all, seeds_all)
-              for name in ("lucid", "plan", "plan_codes_only", "prior")}
+              for name in ("lucid", *TRANSPORT_MAPS)}
     print(format_pointing_table(tables["plan"]))
     for name, table in tables.items():
         print(format_evidence(f"pointing of {name}", table.evidence, name))
-    mass = {name: mass_on_named_object(heats[name], words, groups_all) for name in ("plan", "plan_codes_only", "prior")}
+    mass = {name: mass_on_named_object(heats[name], words, groups_all) for name in TRANSPORT_MAPS}
     for name, (share, blind) in mass.items():
         print(f"{name}: share of object mass on the named object {share} (word-blind spread {blind})")
-    background = {name: mass_on_background(heats[name], words, groups_all) for name in ("plan", "plan_codes_only", "prior")}
+    background = {name: mass_on_background(heats[name], words, groups_all) for name in TRANSPORT_MAPS}
     for name, b in background.items():
         print(f"{name}: mass on background {b['mass_share']} (background is {b['background_patch_share']} of the "
               f"patches); peak on background for {b['peak_on_background']} of the words")
