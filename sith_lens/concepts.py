@@ -62,8 +62,26 @@ def model_fingerprint(model: Any, towers: Sequence[str] = ("vision", "text")) ->
             h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     tok = getattr(model, "tokenizer", None)
     if tok is not None:
-        h.update(f"{type(tok).__name__}:{len(tok)}".encode())
+        h.update(_tokenizer_signature(tok).encode())
     return h.hexdigest()
+
+
+#: Text whose token ids stand for the tokenizer in a fingerprint (vocabulary, merges, lower-casing).
+TOKENIZER_PROBE = "A photo of 2 Striped-RED triangles, Zürich 東京."
+
+
+def _tokenizer_signature(tok: Any) -> str:
+    """The tokenizer's class, its size where it has one, and its ids for ``TOKENIZER_PROBE``.
+
+    Hugging Face tokenizers have ``len``; OpenCLIP's (wrapped in ``OpenCLIPTokenizer``) do not, so
+    the ids of a fixed text are what tells two of them apart."""
+    size = len(tok) if hasattr(tok, "__len__") else getattr(getattr(tok, "tokenizer", None), "vocab_size", None)
+    try:
+        ids = tok([TOKENIZER_PROBE], truncation=False)["input_ids"][0]
+        ids = [int(i) for i in ids]
+    except Exception as err:  # a tokenizer with another calling convention: its size and class only
+        ids = f"unavailable ({type(err).__name__})"
+    return f"{type(tok).__name__}:{size}:{ids}"
 
 
 def _vocab_hash(concepts: Sequence[str], templates: Sequence[str] | None) -> str:

@@ -17,8 +17,11 @@ Speed. Both COMP terms are linear in the candidate, so each pick scores all atom
 product ``(r + lam * m) @ atoms.T``. For float32 inputs on hardware with fast bfloat16 matrix
 products, that product runs in bfloat16; the best ``n_candidates`` are then re-scored in the input
 precision, and a rigorous bound on the bfloat16 error proves that the winner is the exact argmax.
-Rows where the bound cannot prove it are re-scored in full precision. The answer is therefore the
-one the exact computation gives (up to exact ties); ``precision="exact"`` skips the shortcut.
+Rows where the bound cannot prove it (or where the winner is within float32 round-off of the
+runner-up) are re-scored in full precision. The answer is therefore the one the exact computation
+gives; ``precision="exact"`` skips the shortcut. On dictionaries of near-duplicate atoms the bound
+fails for most rows; the scorer counts what the shortcut costs and switches to exact scoring once it
+stops paying, so ``"auto"`` is never much slower than ``"exact"`` (``benchmarks/comp_speed.py``).
 """
 
 from __future__ import annotations
@@ -133,6 +136,13 @@ def lstsq_gram(G: Float[Tensor, "batch s s"], b: Float[Tensor, "batch s"]) -> Fl
 # scoring: exact, or bfloat16 with an exact re-check
 # --------------------------------------------------------------------------------------------------
 BF16_UNIT_ROUNDOFF = 2.0**-8
+#: Cost of one bfloat16 candidate pass relative to one exact score pass (measured about 0.4-0.5 on
+#: CPUs with AVX-512 BF16; the value only decides when the scorer gives up on the shortcut).
+BF16_PASS_COST = 0.5
+#: Score products of fewer rows are padded to this many: BLAS computes a 1-7 row product with
+#: kernels that sum in another order, so a row's exact scores (and near-tie winners) would depend
+#: on how many rows it was scored with.
+MIN_GEMM_ROWS = 8
 
 
 @functools.lru_cache(maxsize=None)
@@ -171,7 +181,9 @@ class _Scorer:
         self.n_candidates = n_candidates
         self.block = block
         self.atom_norm = float(atoms.norm(dim=-1).max())
-        self.escalated_rows = 0  # rows re-checked with more candidates (for tests and benchmarks)
+        self.rows_seen = 0  # rows scored through the bfloat16 path
+        self.escalated_rows = 0  # of those, rows re-checked with more candidates
+        self.escalation_proven = 0  # of those, rows the re-check settled
         self.fallback_rows = 0  # rows that needed a full-precision re-score
         self._buffers: dict = {}
         self.low = None  # bfloat16 atoms, zero-padded to n_groups * GROUP rows
@@ -186,10 +198,14 @@ class _Scorer:
         """``q @ atoms.T`` (``abs``, excluded atoms at -inf) into a reused buffer, valid until the next call."""
         buf = self._buffers.get(atoms.dtype)
         if buf is None or buf.shape[0] < q.shape[0]:
-            buf = torch.empty(max(q.shape[0], self.block), atoms.shape[0], dtype=atoms.dtype, device=atoms.device)
+            buf = torch.empty(max(q.shape[0], self.block, MIN_GEMM_ROWS), atoms.shape[0], dtype=atoms.dtype, device=atoms.device)
             self._buffers[atoms.dtype] = buf
+        n = q.shape[0]
+        if n < MIN_GEMM_ROWS:  # pad: a matrix-vector kernel sums in another order than the blocked product
+            q = torch.cat([q, q.new_zeros(MIN_GEMM_ROWS - n, q.shape[1])])
         out = buf[: q.shape[0]]
         torch.matmul(q.to(atoms.dtype), atoms.T, out=out)
+        out = out[:n]
         if absval:
             out.abs_()
         out[:, self.atoms.shape[0] :] = -torch.inf  # padding atoms
@@ -234,39 +250,66 @@ class _Scorer:
 
     def _certified(self, q: Tensor, exclude: Tensor, absval: bool, c: int) -> tuple[Tensor, Tensor]:
         """``(choice, proven)``: the exact best among the ``c`` bfloat16 candidates, and whether the
-        bfloat16 error bound proves that no other atom can beat it."""
+        error bounds prove that the exact path's float32 argmax is that atom too."""
         M = self.atoms.shape[0]
         low_scores, cand = self._candidates(q, exclude, absval, c)
         exact = torch.einsum("bd,bcd->bc", q, self.atoms[cand])
         if absval:
             exact = exact.abs()
         exact = exact.masked_fill(low_scores == -torch.inf, -torch.inf)  # excluded atoms as candidates
-        top = exact.amax(1, keepdim=True)
+        top2 = exact.topk(2, dim=1).values
+        top = top2[:, :1]
         # lowest atom index among exact ties, as the exact path's argmax would give
         choice = torch.where(exact == top, cand, torch.full_like(cand, M)).amin(1)
-        # an atom outside the candidates scored <= low_scores[:, -1] in bfloat16; its exact score is at
-        # most that plus the bfloat16 error: both inputs rounded (2u + u^2), the fp32 sum (D 2^-24),
-        # the output rounded (u |score|)
+        # Two float32 dot products of length D differ from the real ones by at most D 2^-24 |q| |a|
+        # each, and this path sums in another order than the exact path's matrix product: a winner
+        # closer than twice that to the runner-up is left to the exact path (near-duplicate atoms).
+        fp32 = 2 * q.shape[1] * 2.0**-24 * q.norm(dim=-1) * self.atom_norm
+        # An atom outside the candidates scored <= low_scores[:, -1] in bfloat16; its exact score is
+        # at most that plus the bfloat16 error: both inputs rounded (2u + u^2), the fp32 sum
+        # (D 2^-24), the output rounded (u |score|); plus the float32 margin above.
         u = BF16_UNIT_ROUNDOFF
         last = low_scores[:, -1]
         bound = (2 * u + u * u + q.shape[1] * 2.0**-24) * q.norm(dim=-1) * self.atom_norm + u * last.abs() + 1e-7
-        return choice, top[:, 0] > last + bound
+        proven = (top[:, 0] > last + bound + fp32) & (top[:, 0] - top2[:, 1] > fp32)
+        return choice, proven
+
+    def _low_precision_pays(self) -> bool:
+        """Whether, on the rows seen so far, the bfloat16 path cost less than exact scoring.
+
+        Costs are in exact score passes per row: a bfloat16 pass costs ``BF16_PASS_COST``, an
+        escalated row one more such pass, a fallback row one exact pass. On dictionaries of
+        near-duplicate atoms most rows fall back and the shortcut only adds work; from then on
+        this scorer scores exactly (same answers, no extra cost)."""
+        if self.rows_seen == 0:
+            return True
+        spent = BF16_PASS_COST * (self.rows_seen + self.escalated_rows) + self.fallback_rows
+        return spent < self.rows_seen
+
+    def _escalation_pays(self) -> bool:
+        """Whether re-checking with more candidates has proven enough rows to beat falling back."""
+        return self.escalated_rows < 8 or self.escalation_proven > BF16_PASS_COST * self.escalated_rows
 
     def best(self, q: Float[Tensor, "B D"], exclude: Int[Tensor, "B t"], absval: bool = False) -> Int[Tensor, " B"]:
-        if self.low is None or self.n_candidates + exclude.shape[1] >= self.n_groups:
+        if self.low is None or self.n_candidates + exclude.shape[1] >= self.n_groups or not self._low_precision_pays():
             return self._exact(q, exclude, absval)
+        if self.rows_seen == 0 and q.shape[0] > self.block:  # probe one block before committing to the shortcut
+            head = self.best(q[: self.block], exclude[: self.block], absval)
+            return torch.cat([head, self.best(q[self.block :], exclude[self.block :], absval)])
+        self.rows_seen += q.shape[0]
         choice, proven = self._certified(q, exclude, absval, self.n_candidates)
-        # near-ties (common in late picks): more candidates, then full precision
-        for c in (8 * self.n_candidates, None):
-            if proven.all():
-                break
-            rows = (~proven).nonzero()[:, 0]
-            if c is None or c >= self.n_groups:
-                self.fallback_rows += int(rows.numel())
-                choice[rows] = self._exact(q[rows], exclude[rows], absval)
-                break
+        if proven.all():
+            return choice
+        rows = (~proven).nonzero()[:, 0]
+        c = 8 * self.n_candidates
+        if c < self.n_groups and self._escalation_pays():  # near-ties (common in late picks): more candidates
             self.escalated_rows += int(rows.numel())
             choice[rows], proven[rows] = self._certified(q[rows], exclude[rows], absval, c)
+            self.escalation_proven += int(proven[rows].sum())
+            rows = (~proven).nonzero()[:, 0]
+        if rows.numel():  # then full precision
+            self.fallback_rows += int(rows.numel())
+            choice[rows] = self._exact(q[rows], exclude[rows], absval)
         return choice
 
 

@@ -174,3 +174,31 @@ def test_export_is_refused_clearly():
     with pytest.raises(ValueError, match="'open_clip' model has no transformers layout"):
         model.save_pretrained("never-written")
     assert not os.path.exists("never-written")
+
+
+def test_sith_explain_and_lucid_collect_run_on_an_open_clip_model(tmp_path, monkeypatch, capsys):
+    """Both build a model fingerprint, which must cope with open_clip's tokenizer (it has no len)."""
+    from sith_lens.cli import main
+    from sith_lens.concepts import model_fingerprint
+    from sith_lens.lucid.collect import cached, collect_pairs
+
+    monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("cat\ndog\nred\nstriped\ncar\ntree\n", encoding="utf-8")
+    out = tmp_path / "sith-out"
+    assert main(["explain", "--model", "open_clip:ViT-B-32", "--vocab", str(vocab), "--layers", "-1",
+                 "--k", "2", "--out", str(out)]) == 0
+    result = sl.SITHResult.from_json(out / "sith.json")
+    assert result.layers == [11] and result.n_heads == 12
+    assert {c for c, _ in result.head(11, 0).vectors[0].concepts} <= {"cat", "dog", "red", "striped", "car", "tree"}
+
+    model = sl.load_clip("open_clip:ViT-B-32")
+    other = sl.load_clip("open_clip:ViT-B-16")
+    assert model_fingerprint(model) == model_fingerprint(sl.load_clip("open_clip:ViT-B-32"))
+    assert model_fingerprint(model) != model_fingerprint(other)
+    pixels = torch.randn(2, 3, 224, 224)
+    build = lambda: collect_pairs(model, [pixels], [["a red cat", "a striped car"]], n_batches=1, progress=False)  # noqa: E731
+    acts = cached(model, {"test": 1}, build)
+    assert acts.patches.shape[:2] == (2, 49) and acts.captions == ["a red cat", "a striped car"]
+    again = cached(model, {"test": 1}, lambda: pytest.fail("the second call must come from the cache"))
+    torch.testing.assert_close(again.patches, acts.patches)

@@ -94,6 +94,35 @@ def test_scorer_certifies_escalates_and_falls_back(force_bf16):
     assert not (got[:, None] == exclude).any()
 
 
+def test_scorer_stops_using_bf16_once_it_no_longer_pays_and_picks_stay_exact(force_bf16):
+    """Near-duplicate atoms (synonyms): most rows fall back, so after the probe block the scorer
+    scores exactly instead of paying for a bfloat16 pass and a re-check on every row."""
+    atoms = clustered_atoms(40, 100, 32, 0.002, seed=5)
+    scorer = pursuit._Scorer(atoms, "auto", block=64)
+    q = targets_near(atoms, 400, seed=7)
+    no_exclusion = torch.zeros(400, 0, dtype=torch.long)
+    got = scorer.best(q, no_exclusion)
+    assert torch.equal(got, (q @ atoms.T).argmax(1))
+    assert scorer.rows_seen == 64 and scorer.fallback_rows > 32  # probed one block, then gave up
+    scorer.best(q, no_exclusion)
+    assert scorer.rows_seen == 64
+    # a dictionary where the shortcut works keeps using it
+    easy = pursuit._Scorer(unit(5000, 64, seed=3), "auto", block=64)
+    easy.best(targets_near(easy.atoms, 400, seed=4), no_exclusion)
+    assert easy.rows_seen == 400 and easy.fallback_rows < 40
+
+
+def test_near_ties_within_float32_round_off_are_left_to_the_exact_path(force_bf16):
+    """Winners that beat the runner-up by less than float32 round-off would depend on the order of
+    the sums; the fast path must hand those to the exact product so that the picks are identical."""
+    g = torch.Generator().manual_seed(11)
+    centres = F.normalize(torch.randn(400, 128, generator=g), dim=-1).repeat_interleave(10, 0)
+    atoms = F.normalize(centres + 0.05 * F.normalize(torch.randn(centres.shape, generator=g), dim=-1), dim=-1)
+    Z = targets_near(atoms, 1000, seed=12)
+    fast, exact = comp(Z, atoms, k=5, precision="auto"), comp(Z, atoms, k=5, precision="exact")
+    assert torch.equal(fast.indices, exact.indices)
+
+
 def test_lambda_zero_is_nnomp_and_coherence_changes_picks():
     atoms = unit(400, 24, seed=5)
     Z = targets_near(atoms, 50, seed=6)
