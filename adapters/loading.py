@@ -464,9 +464,21 @@ def load_clip(
         if model.image_processor is None:
             model.image_processor = family.default_processor(vision.cfg.image_size)
         model.image_mean = _saved_image_mean(local, vision.cfg.d_proj)
+    _check_finite_weights(model)
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def _check_finite_weights(model: HookedCLIP) -> None:
+    """Refuse a model with NaN or infinite weights: every activation and explanation would be NaN."""
+    from sith_lens.checks import check_finite
+
+    for tower in ("vision", "text"):
+        for key, tensor in getattr(model, tower).state_dict().items():
+            check_finite(f"{model.cfg.model_name}: {tower}.{key}", tensor,
+                         fix="the checkpoint is broken (a diverged training run or a damaged file); "
+                         "load an earlier checkpoint or download it again")
 
 
 def _is_open_clip(spec: Any) -> bool:
@@ -565,12 +577,42 @@ def _load_hf_model(name: str, local: Path | None) -> Any:
             f"cannot read the weights in {where}: {type(err).__name__}: {err}. The file is probably "
             "truncated or corrupt (an interrupted download or copy); download or copy it again"
         ) from None
-    problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
+    _check_weight_dtypes(local, where)
+    info = dict(info)
+    # buffers that older transformers versions saved and newer ones rebuild: harmless
+    info["unexpected_keys"] = [k for k in info.get("unexpected_keys", []) if not k.endswith("position_ids")]
+    problems = {k: sorted(v) for k, v in info.items()
+                if k in ("missing_keys", "mismatched_keys", "unexpected_keys") and v}
     if problems:
         detail = "; ".join(f"{k.replace('_', ' ')}: {len(v)}, e.g. {v[:3]}" for k, v in problems.items())
         raise ValueError(
-            f"the weights in {where} do not fit its config ({detail}); the weight file is incomplete or "
-            f"belongs to another model. Check config.json against the weights, or save the model again"
+            f"the weights in {where} do not fit its config ({detail}); the weight file is incomplete, has "
+            f"more layers or parts than config.json describes, or belongs to another model. Restore the "
+            f"config.json that came with the weights, or save the model again"
         )
     return hf_model.eval()
+
+
+def _check_weight_dtypes(local: Path | None, where: str) -> None:
+    """Refuse integer or boolean weight tensors in a local safetensors checkpoint (transformers casts
+    them silently, and a model of rounded weights computes nothing meaningful)."""
+    if local is None:
+        return
+    from safetensors import safe_open
+
+    files = sorted(local.glob("*.safetensors"))
+    files = [f for f in files if f.name != IMAGE_MEAN_FILE]
+    bad = []
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                dtype = f.get_slice(key).get_dtype()
+                if not dtype.startswith(("F", "BF")) and not key.endswith("position_ids"):
+                    bad.append(f"{key} ({dtype})")
+    if bad:
+        raise ValueError(
+            f"the weights in {where} include {len(bad)} non-floating tensors, e.g. {bad[:3]}; a CLIP's "
+            "weights are floating point. The file was written wrongly (cast back with .float() before "
+            "save_pretrained) or belongs to something else"
+        )
 

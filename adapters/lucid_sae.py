@@ -29,6 +29,7 @@ from sae_lens.registry import SAE_CLASS_REGISTRY
 from sae_lens.saes.sae import SAEMetadata, _disable_hooks
 from torch import Tensor, nn
 
+from sith_lens.checks import check_finite_fields, check_finite_tensors
 from sith_lens.lucid.sparse import MODALITIES, block_topk, check_modality, visible_latents
 
 ARCHITECTURE = "lucid"
@@ -38,6 +39,7 @@ MODALITY_TENSORS = ("W_enc", "b_enc", "b_dec", "scale")
 
 def check_lucid_shape(cfg: Any) -> None:
     """Validate the block sizes and Top-K budgets of a LUCID config (inference or training)."""
+    check_finite_fields(cfg, "invalid LUCID config")
     problems = []
     n_shared = cfg.n_shared
     if min(cfg.d_in, cfg.n_private_vision, cfg.n_private_text) < 0 or cfg.d_in == 0:
@@ -208,6 +210,8 @@ class LucidWeights(nn.Module):
                 ) if p)
                 + ". The file is corrupt or belongs to another SAE; save it again with save_model"
             )
+        check_finite_tensors(state_dict, "LUCID weights", fix="the SAE is broken (a diverged training run or a "
+                             "damaged file); train it again or load an earlier checkpoint")
 
     def view(self, modality: str) -> LucidView:
         """The SAELens SAE that encodes and decodes one modality (cached; shares these weights)."""

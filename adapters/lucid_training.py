@@ -222,6 +222,18 @@ class TrainingLucidSAE(LucidWeights, TrainingSAE[TrainingLucidSAEConfig]):
         return sae
 
 
+class TrainingDivergedError(ValueError):
+    """LUCID training stopped because a step's loss was not finite."""
+
+    def __init__(self, step: int, detail: str):  # step: 1-based
+        super().__init__(
+            f"LUCID training diverged at step {step} ({detail}); nothing was saved for this run. Lower the "
+            "learning rate (--lr) or the transport weight (--ot), and check that the "
+            "activations are finite and not huge"
+        )
+        self.step = step
+
+
 class LucidTrainer(SAETrainer):
     """SAELens's SAETrainer with a LUCID step: paired batches, unit-norm decoder rows, firing
     counted over patch and token rows. ``data_provider`` yields ``PairedBatch`` objects."""
@@ -231,14 +243,20 @@ class LucidTrainer(SAETrainer):
         batch = batch.to(sae.device)
         self.n_training_samples += len(batch)
         sae.train()
-        with self.autocast_if_enabled:
-            out = sae.training_forward_pass(TrainStepInput(
-                sae_in=batch,  # type: ignore[arg-type]
-                coefficients=self.get_coefficients(),
-                dead_neuron_mask=self.dead_neurons,
-                n_training_steps=self.n_training_steps,
-                is_logging_step=self._is_logging_step(),
-            ))
+        try:
+            with self.autocast_if_enabled:
+                out = sae.training_forward_pass(TrainStepInput(
+                    sae_in=batch,  # type: ignore[arg-type]
+                    coefficients=self.get_coefficients(),
+                    dead_neuron_mask=self.dead_neurons,
+                    n_training_steps=self.n_training_steps,
+                    is_logging_step=self._is_logging_step(),
+                ))
+        except FloatingPointError as err:  # the transport solver saw non-finite codes
+            raise TrainingDivergedError(self.n_training_steps + 1, str(err)) from None
+        if not bool(torch.isfinite(out.loss)):
+            bad = [name for name, value in out.losses.items() if not bool(torch.isfinite(value))]
+            raise TrainingDivergedError(self.n_training_steps + 1, f"non-finite loss terms {bad}")
         if "ot_matched_distance" in out.metrics:  # a transport step: keep its loss for the progress bar
             self.last_gcmt = float(out.losses["gcmt"].detach()) / sae.cfg.ot_every
         with torch.no_grad():

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from .checks import check_finite
+
 from .atomic import atomic_path
 from .vocabularies import clean_concepts, load_vocabulary
 
@@ -191,8 +193,9 @@ class ConceptDictionary:
             )
         if not self.concepts:
             raise ValueError("the vocabulary is empty; give at least one concept string")
-        if not torch.isfinite(self.embeddings).all():
-            raise ValueError("concept embeddings hold NaN or infinite values; delete the cache file and re-encode")
+        check_finite("concept embeddings", self.embeddings,
+                     fix="the text tower produced them from broken weights (load_clip refuses those; check a model "
+                     "passed as an object), or a saved dictionary file is damaged (encode it again)")
         self.embeddings = F.normalize(self.embeddings.float(), dim=-1)
         if self.centered:
             self.atoms, self.mean = center_atoms(self.embeddings)

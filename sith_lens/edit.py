@@ -37,9 +37,14 @@ from torch import Tensor
 from .concepts import ConceptDictionary
 from .pursuit import comp
 from .sith import SITHResult, _vision, head_svd, resolve_layers
-from .weights import check_finite, fold_and_center_
+from .checks import check_finite
+from .weights import fold_and_center_
 
 logger = logging.getLogger(__name__)
+
+#: The largest |multiplier| an edit accepts: beyond it, a head's rebuilt output dwarfs the residual
+#: stream (and at ~1e19 overflows float32), so the "edit" only breaks the model.
+MAX_MULTIPLIER = 100.0
 
 Multipliers = Tensor | Mapping[tuple[int, ...], Any]
 
@@ -94,7 +99,11 @@ def as_multipliers(result: SITHResult, multipliers: Multipliers) -> Float[Tensor
                 m[p, key[1]] = v
     else:
         raise TypeError(f"multipliers must be a tensor shaped like result.singular_values or a dict, got {type(multipliers).__name__}")
-    check_finite("multipliers", m)
+    check_finite("multipliers", m, fix="pass finite multipliers (0 suppresses, 2 doubles, -1 flips)")
+    big = float(m.abs().max()) if m.numel() else 0.0
+    if big > MAX_MULTIPLIER:
+        raise ValueError(f"a multiplier of {big:g} is outside [-{MAX_MULTIPLIER:g}, {MAX_MULTIPLIER:g}]: it would scale a "
+                         "head's output past what float32 activations hold; use a factor within that range")
     return m
 
 

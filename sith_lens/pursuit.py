@@ -35,6 +35,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 Precision = Literal["auto", "exact"]
+#: How far from 1 an atom's norm may be (round-off of normalised float16/bfloat16 atoms is ~1e-3).
+UNIT_TOLERANCE = 1e-2
 
 
 class SparseCodes(NamedTuple):
@@ -337,7 +339,7 @@ def _check(targets: Tensor, atoms: Tensor, k: int, lam: float = 0.0) -> None:
         )
     if not targets.is_floating_point() or targets.dtype != atoms.dtype:
         raise ValueError(f"targets and atoms must share one floating dtype, got {targets.dtype} and {atoms.dtype}")
-    if not isinstance(k, int) or k < 1:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if k > atoms.shape[0]:
         raise ValueError(f"k={k} is larger than the dictionary ({atoms.shape[0]} atoms); use k <= {atoms.shape[0]}")
@@ -346,6 +348,12 @@ def _check(targets: Tensor, atoms: Tensor, k: int, lam: float = 0.0) -> None:
     for name, t in (("targets", targets), ("atoms", atoms)):
         if not torch.isfinite(t).all():
             raise ValueError(f"{name} hold NaN or infinite values; clean them before the pursuit")
+    norms = atoms.norm(dim=-1)
+    if atoms.shape[0] and not torch.allclose(norms, torch.ones_like(norms), atol=UNIT_TOLERANCE):
+        raise ValueError(
+            f"atoms must be unit vectors (the scores compare cosines), but their norms range from {float(norms.min()):.4g} "
+            f"to {float(norms.max()):.4g}; normalise them with torch.nn.functional.normalize(atoms, dim=-1)"
+        )
 
 
 def _chunked(fn: Callable[[Tensor], SparseCodes], targets: Tensor, chunk_size: int, k: int) -> SparseCodes:

@@ -28,7 +28,8 @@ from .concepts import ConceptDictionary
 from .pursuit import METHODS, pursue
 from .readout import JointReadout
 from .svd import factored_svd
-from .weights import VOFactors, check_finite, vo_factors
+from .checks import check_finite
+from .weights import VOFactors, vo_factors
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def joint_readout(model: Any, centering: Centering = "auto", image_mean: Tensor 
             )
     if mean is not None:
         mean = mean.detach().float().cpu()
-        check_finite("image_mean", mean)
+        check_finite("image_mean", mean, fix="recompute it with sl.image_mean(model, images) on finite pixels")
     if not getattr(vision, "joint_readout_is_exact", True):
         warnings.warn(
             "this vision tower pools with an attention head (SigLIP): SITH reads directions into the joint "

@@ -76,7 +76,7 @@ def load_vocabulary(source: str | os.PathLike | Iterable[str]) -> list[str]:
                 "and not a file; pass a name, a text file with one concept per line, or a list of strings"
             )
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as err:
             raise ValueError(f"{path} is not UTF-8 text ({err}); save it as UTF-8, one concept per line") from None
         return clean_concepts(lines, str(path))

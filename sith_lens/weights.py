@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .checks import check_finite
+
 
 class VOFactors(NamedTuple):
     """The two rank-``d_head`` factors of every head's value-output matrix, folded and centred."""
@@ -36,16 +38,6 @@ class VOFactors(NamedTuple):
     """Read side: ``ln_1``'s gain folded in, mean over ``d_model`` removed."""
     W_O: Float[Tensor, "n_layers n_heads d_head d_model"]
     """Write side: mean over ``d_model`` removed (heads never write along the all-ones vector)."""
-
-
-def check_finite(name: str, tensor: Tensor) -> None:
-    """Raise a ``ValueError`` naming ``name`` if ``tensor`` holds NaN or infinite values."""
-    if not torch.isfinite(tensor).all():
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise ValueError(
-            f"{name} holds {bad} NaN or infinite values; check the checkpoint (a failed training run "
-            "or a half-written file) and reload it"
-        )
 
 
 def fold_ln(

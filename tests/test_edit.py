@@ -97,8 +97,11 @@ def test_multipliers_of_the_wrong_shape_or_key_are_rejected(tiny, tiny_result):
         as_multipliers(tiny_result, {(1, 9): 0.0})
     with pytest.raises(ValueError, match="scalar or 16 values"):
         as_multipliers(tiny_result, {(1, 1): [0.0, 1.0]})
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="NaN or infinite values; pass finite multipliers"):
         edit_heads(tiny, tiny_result, {(1, 1, 0): float("nan")})
+    for huge in (1e30, -1e3):  # 1e30 used to write a checkpoint whose embeddings were not finite
+        with pytest.raises(ValueError, match=r"outside \[-100, 100\].*use a factor within that range"):
+            edit_heads(tiny, tiny_result, {(1, 1, 0): huge})
     with pytest.raises(TypeError, match="tensor shaped like result.singular_values or a dict"):
         edit_heads(tiny, tiny_result, [1.0, 2.0])
 

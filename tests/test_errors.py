@@ -100,6 +100,45 @@ def test_config_that_does_not_match_the_weights(tmp_path, saved_clip):
         sl.load_clip(path)
 
 
+def test_weights_for_more_layers_than_the_config_are_refused(tmp_path, saved_clip):
+    """A config of 1 layer over 2 layers of weights used to load silently as 1 layer."""
+    path = copy_checkpoint(saved_clip, tmp_path / "ckpt")
+    config = json.loads((path / "config.json").read_text())
+    config["vision_config"]["num_hidden_layers"] -= 1
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"unexpected keys: \d+.*more layers or parts than config.json.*Restore"):
+        sl.load_clip(path)
+
+
+def test_integer_weights_are_refused(tmp_path, saved_clip):
+    """Integer tensors used to load as zeros (or rounded values)."""
+    from safetensors.torch import load_file, save_file
+
+    path = copy_checkpoint(saved_clip, tmp_path / "ckpt")
+    state = load_file(str(path / "model.safetensors"))
+    state["visual_projection.weight"] = state["visual_projection.weight"].round().to(torch.int32)
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"1 non-floating tensors.*visual_projection.weight \(I32\).*\.float\(\)"):
+        sl.load_clip(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, saved_clip, value):
+    from safetensors.torch import load_file, save_file
+
+    path = copy_checkpoint(saved_clip, tmp_path / "ckpt")
+    state = load_file(str(path / "model.safetensors"))
+    state["text_model.encoder.layers.0.self_attn.v_proj.weight"][2, 3] = value
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"text\.blocks\.0\.attn\.W_V holds 1 NaN or infinite values.*earlier checkpoint"):
+        sl.load_clip(path)
+    model = make_hf_clip()
+    with torch.no_grad():
+        model.vision_model.post_layernorm.weight[0] = value
+    with pytest.raises(ValueError, match="vision.ln_final.w holds 1 NaN"):
+        sl.load_clip(model)
+
+
 # -- images --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny():

@@ -436,6 +436,60 @@ def test_bad_input_is_rejected_clearly(toy, toy_acts, tmp_path):
         load_lucid(tmp_path / "missing")
 
 
+def test_non_finite_activations_configs_weights_and_losses_are_refused(toy_acts, tmp_path):
+    """NaN used to train into an all-NaN SAE (exit 0) and load through both loaders."""
+    import dataclasses
+
+    from sae_lens import SAE
+
+    from sith_lens.adapters.lucid_training import LucidTrainer, TrainingDivergedError
+    from sith_lens.adapters.sae_lens import LucidSAE, load_lucid, train_lucid
+
+    patches = toy_acts.patches.clone()
+    patches[0, 3, 5] = float("nan")
+    with pytest.raises(ValueError, match="LUCID activations: patches holds 1 NaN.*collect them again"):
+        dataclasses.replace(toy_acts, patches=patches)
+    toy_acts.save(tmp_path / "acts")
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(tmp_path / "acts" / "activations.safetensors"))
+    tensors["tokens"][0, 0, 0] = float("inf")
+    save_file(tensors, str(tmp_path / "acts" / "activations.safetensors"))
+    with pytest.raises(ValueError, match="tokens holds 1 NaN or infinite"):
+        PairedActivations.load(tmp_path / "acts")
+    for field in ("ot_coefficient", "aux_loss_coefficient", "ot_eps"):
+        with pytest.raises(ValueError, match=f"{field} is nan; pass a finite number"):
+            small_training_cfg(**{field: float("nan")})
+
+    sae = LucidSAE(small_cfg())
+    with torch.no_grad():
+        sae.W_dec[3, 0] = float("nan")
+    sae.save_model(tmp_path / "nan-sae")
+    for load in (load_lucid, SAE.load_from_disk):
+        with pytest.raises(ValueError, match="LUCID weights: W_dec holds 1 NaN.*train it again"):
+            load(tmp_path / "nan-sae")
+
+    # a step whose loss is not finite stops the run with the step and the fix
+    original = LucidTrainer.step
+    calls = []
+
+    def poisoned(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                self.sae.W_enc_vision.fill_(float("inf"))
+        return original(self, batch)
+
+    LucidTrainer.step = poisoned
+    try:
+        with pytest.raises(TrainingDivergedError, match="diverged at step 3 .*Lower the learning rate"):
+            train_lucid(toy_acts, small_training_cfg(ot_every=1), steps=6, batch_size=16, progress=False,
+                        out_dir=tmp_path / "diverged")
+    finally:
+        LucidTrainer.step = original
+    assert not (tmp_path / "diverged" / "final").exists()
+
+
 def test_fvu_of_perfect_and_mean_reconstructions():
     x = torch.randn(20, 5)
     assert float(fvu(x, x)) == 0.0

@@ -218,6 +218,8 @@ def test_pursue_dispatches_every_method():
     [
         (dict(k=101), "larger than the dictionary"),
         (dict(k=0), "positive integer"),
+        (dict(k=True), "positive integer"),
+        (dict(k=2.0), "positive integer"),
         (dict(lam=-0.1), "lam must be"),
         (dict(lam=float("nan")), "lam must be"),
     ],
@@ -247,3 +249,6 @@ def test_bad_tensors_are_rejected():
         comp(atoms[:2].double(), atoms)
     with pytest.raises(ValueError, match="unknown method"):
         pursue(atoms[:2], atoms, "lasso")
+    for name in METHODS:  # scores compare cosines: atoms of other lengths would silently bias the picks
+        with pytest.raises(ValueError, match=r"atoms must be unit vectors.*from 1 to 3.*normalize\(atoms, dim=-1\)"):
+            pursue(atoms[:2], torch.cat([atoms[:50], 3 * atoms[50:]]), name, k=2)

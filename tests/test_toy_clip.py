@@ -104,6 +104,8 @@ def test_vocabulary_sources_and_errors(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert load_vocabulary(f) == ["red", "blue", "green"]
     assert "dropped 1 blank and 1 duplicate" in caplog.text
+    f.write_bytes("red\nblue\n".encode("utf-8-sig"))  # Windows editors save a byte-order mark
+    assert load_vocabulary(f) == ["red", "blue"]
     assert load_vocabulary(["a dog", "a cat"]) == ["a dog", "a cat"]
     with pytest.raises(ValueError, match="unknown vocabulary 'nope'"):
         load_vocabulary("nope")

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 
 from .images import load_image
+from sith_lens.edit import MAX_MULTIPLIER
+
 from .workbench import EditSpec, Workbench, default_download_dir
 
 def _concept_text(concepts: Sequence[tuple[str, float]]) -> str:
@@ -166,8 +168,8 @@ def edit_spec(wb: Workbench, suppress: Any, amplify: Any, factor: Any, threshold
         factor, threshold = float(factor), float(threshold)
     except (TypeError, ValueError):
         raise ValueError(f"factor and threshold must be numbers, got {factor!r} and {threshold!r}") from None
-    if not np.isfinite(factor) or abs(factor) > 100:
-        raise ValueError(f"the amplify factor must be a finite number in [-100, 100], got {factor}")
+    if not np.isfinite(factor) or abs(factor) > MAX_MULTIPLIER:
+        raise ValueError(f"the amplify factor must be a finite number in [-{MAX_MULTIPLIER:g}, {MAX_MULTIPLIER:g}], got {factor}")
     if not 0 < threshold <= 1:
         raise ValueError(f"the threshold is a share of a vector's explanation, in (0, 1]; got {threshold}")
     from sith_lens.sith import parse_layers

@@ -213,7 +213,7 @@ def read_captions_jsonl(path: str | os.PathLike, image_root: str | os.PathLike |
                                 '{"image": "file.jpg", "caption": "..."}')
     images: dict[Path, int] = {}
     captions, index = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         try:

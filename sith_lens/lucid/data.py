@@ -14,6 +14,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..atomic import atomic_directory
+from ..checks import check_finite
 
 TENSORS_FILE = "activations.safetensors"
 META_FILE = "activations.json"
@@ -102,6 +103,10 @@ class PairedActivations:
             raise ValueError("image_index must give one image (within range) per pair")
         if len(self.captions) != n_pairs or len(self.token_strings) != n_pairs:
             raise ValueError("captions and token_strings need one entry per pair")
+        for name in ("patches", "tokens", "token_weights"):
+            check_finite(f"LUCID activations: {name}", getattr(self, name),
+                         fix="the model produced them from broken weights or inputs (check its weights and "
+                         "the images), or the file is damaged; collect them again")
 
     @property
     def d_in(self) -> int:

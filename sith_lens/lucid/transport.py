@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from ..checks import check_finite_fields
+
 #: Sinkhorn stops once its marginal update falls below this (the spec asks for errors < 1e-3).
 SINKHORN_TOL = 1e-5
 
@@ -61,6 +63,7 @@ class GCMTConfig:
     nce_temperature: float = 0.1
 
     def __post_init__(self) -> None:
+        check_finite_fields(self, "GCMT settings")
         checks = {
             "eps": self.eps > 0,
             "n_iter": self.n_iter >= 1,
