@@ -26,9 +26,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from .checks import check_finite
-
 from .atomic import atomic_path
+from .checks import check_finite
 from .vocabularies import clean_concepts, load_vocabulary
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -24,11 +25,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .atomic import write_text_atomic
+from .checks import check_finite
 from .concepts import ConceptDictionary
 from .pursuit import METHODS, pursue
 from .readout import JointReadout
 from .svd import factored_svd
-from .checks import check_finite
 from .weights import VOFactors, vo_factors
 
 logger = logging.getLogger(__name__)
@@ -214,6 +215,49 @@ class ConceptHit(NamedTuple):
     coef: float
 
 
+#: The keys of a serialised SITHResult besides "format".
+RESULT_FIELDS = ("model_name", "method", "k", "lam", "side", "centering", "vocabulary_size", "n_layers", "layers",
+                 "concepts", "singular_values", "indices", "coefs", "fidelity", "cosine")
+
+
+def _check_result(r: SITHResult) -> None:
+    """Raise a ValueError naming the first field of ``r`` that is of the wrong type, shape or range."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"invalid SITH result: {what}; write it again with explain_heads / `sith-lens explain`")
+
+    for name in ("model_name", "method", "side", "centering"):
+        if not isinstance(getattr(r, name), str):
+            raise bad(f"{name} must be a string, got {type(getattr(r, name)).__name__}")
+    for name in ("k", "vocabulary_size", "n_layers"):
+        value = getattr(r, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise bad(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(r.lam, (int, float)) or isinstance(r.lam, bool) or not math.isfinite(r.lam):
+        raise bad(f"lam must be a finite number, got {r.lam!r}")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < r.n_layers for x in r.layers) or \
+            len(set(r.layers)) != len(r.layers) or not r.layers:
+        raise bad(f"layers must be distinct layer numbers in 0..{r.n_layers - 1}, got {r.layers!r}")
+    if not all(isinstance(c, str) for c in r.concepts):
+        raise bad("concepts must be strings")
+    tensors = {name: getattr(r, name) for name in ("singular_values", "indices", "coefs", "fidelity", "cosine")}
+    if not all(isinstance(t, Tensor) for t in tensors.values()):
+        raise bad("singular_values, indices, coefs, fidelity and cosine must be tensors")
+    sv = tensors["singular_values"]
+    if sv.dim() != 3 or sv.shape[0] != len(r.layers):
+        raise bad(f"singular_values must be [{len(r.layers)} layers, heads, vectors], got {list(sv.shape)}")
+    want = {"indices": (*sv.shape, r.k), "coefs": (*sv.shape, r.k), "fidelity": tuple(sv.shape),
+            "cosine": tuple(sv.shape)}
+    for name, shape in want.items():
+        if tuple(tensors[name].shape) != shape:
+            raise bad(f"{name} must have shape {list(shape)}, got {list(tensors[name].shape)}")
+    idx = tensors["indices"]
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(r.concepts)):
+        raise bad(f"indices must point into the {len(r.concepts)} concepts, found {int(idx.min())}..{int(idx.max())}")
+    for name in ("singular_values", "coefs", "fidelity", "cosine"):
+        if not bool(torch.isfinite(tensors[name]).all()):
+            raise bad(f"{name} holds NaN or infinite values")
+
+
 @dataclass
 class SITHResult:
     """Explanations of every singular vector of every head in ``layers``.
@@ -243,6 +287,9 @@ class SITHResult:
     coefs: Float[Tensor, "n_sel n_heads rank k"]
     fidelity: Float[Tensor, "n_sel n_heads rank"]
     cosine: Float[Tensor, "n_sel n_heads rank"]
+
+    def __post_init__(self) -> None:
+        _check_result(self)
 
     @property
     def n_heads(self) -> int:
@@ -320,17 +367,33 @@ class SITHResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SITHResult:
-        if d.get("format") != RESULT_FORMAT:
-            raise ValueError(f"not a SITH result (format {d.get('format')!r}, expected {RESULT_FORMAT!r})")
+        """The result ``to_dict`` wrote, after checking its schema, shapes and values.
+
+        Example:
+            >>> SITHResult.from_dict(result.to_dict()).layers == result.layers
+            True
+        """
+        fix = "it is damaged or was edited by hand; write it again with `sith-lens explain`"
+        if not isinstance(d, dict) or d.get("format") != RESULT_FORMAT:
+            found = d.get("format") if isinstance(d, dict) else f"a JSON {type(d).__name__}"
+            raise ValueError(f"not a SITH result (format {found!r}, expected {RESULT_FORMAT!r})")
+        missing = [key for key in RESULT_FIELDS if key not in d]
+        if missing:
+            raise ValueError(f"the SITH result lacks {missing}; {fix}")
+        tensors = {}
+        for key, dtype in (("singular_values", torch.float32), ("indices", torch.long), ("coefs", torch.float32),
+                           ("fidelity", torch.float32), ("cosine", torch.float32)):
+            try:
+                tensors[key] = torch.tensor(d[key], dtype=dtype)
+            except (TypeError, ValueError, RuntimeError, OverflowError):
+                raise ValueError(f"the SITH result's {key!r} is not a rectangular array of numbers; {fix}") from None
+        for key in ("layers", "concepts"):
+            if not isinstance(d[key], list):
+                raise ValueError(f"the SITH result's {key!r} must be a list; {fix}")
         return cls(
             model_name=d["model_name"], method=d["method"], k=d["k"], lam=d["lam"], side=d["side"],
             centering=d["centering"], vocabulary_size=d["vocabulary_size"], n_layers=d["n_layers"],
-            layers=list(d["layers"]), concepts=list(d["concepts"]),
-            singular_values=torch.tensor(d["singular_values"], dtype=torch.float32),
-            indices=torch.tensor(d["indices"], dtype=torch.long),
-            coefs=torch.tensor(d["coefs"], dtype=torch.float32),
-            fidelity=torch.tensor(d["fidelity"], dtype=torch.float32),
-            cosine=torch.tensor(d["cosine"], dtype=torch.float32),
+            layers=list(d["layers"]), concepts=list(d["concepts"]), **tensors,
         )
 
     def to_json(self, path: str | os.PathLike) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 
 import pytest
@@ -300,6 +301,47 @@ def test_json_round_trip_and_dataframe(toy_result, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a SITH result"):
         SITHResult.from_json(tmp_path / "bad.json")
+
+
+def _damaged(d, key, value):
+    d = copy.deepcopy(d)
+    if value is KeyError:
+        del d[key]
+    else:
+        d[key] = value
+    return d
+
+
+@pytest.mark.parametrize("key, value, message", [
+    (None, [], "not a SITH result .*a JSON list"),
+    ("coefs", KeyError, r"lacks \['coefs'\]"),
+    ("indices", "many", "'indices' is not a rectangular array"),
+    ("coefs", [[1.0], [2.0, 3.0]], "'coefs' is not a rectangular array"),
+    ("layers", [0, 99], "layers must be distinct layer numbers in 0..5"),
+    ("layers", [5], r"singular_values must be \[1 layers"),
+    ("k", True, "k must be a positive integer"),
+    ("lam", "0.3", "lam must be a finite number"),
+    ("concepts", ["red"], "indices must point into the 1 concepts"),
+    ("fidelity", [[1.0]], r"fidelity must have shape \[2, 8, 16\]"),
+])
+def test_a_damaged_result_file_is_refused_naming_the_field(toy_result, tmp_path, key, value, message):
+    """from_json used to check only the format tag: lists, missing keys, bad shapes and indices
+    gave tracebacks deep inside torch, or were used for edits."""
+    _, r = toy_result
+    d = r.to_dict()
+    d = [] if key is None else _damaged(d, key, value)
+    (tmp_path / "r.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=message):
+        SITHResult.from_json(tmp_path / "r.json")
+
+
+def test_a_result_with_nan_coefficients_is_refused(toy_result, tmp_path):
+    _, r = toy_result
+    d = r.to_dict()
+    d["coefs"][0][0][0][0] = float("nan")
+    (tmp_path / "r.json").write_text(json.dumps(d))  # json writes NaN, Python reads it back
+    with pytest.raises(ValueError, match="coefs holds NaN or infinite values"):
+        SITHResult.from_json(tmp_path / "r.json")
 
 
 def test_explain_heads_is_deterministic_and_methods_differ(toy, toy_result):
