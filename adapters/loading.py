@@ -311,7 +311,11 @@ def _not_available(spec: str, cause: Exception | None = None) -> ModelNotAvailab
 
 def _local_checkpoint(name: str) -> Path | None:
     """The checkpoint directory ``name`` points to, or None when ``name`` is a hub id."""
+    from sith_lens.atomic import recover_directory
+
     path = Path(name).expanduser()
+    if recover_directory(path):
+        logger.warning("%s: restored the previous checkpoint that an interrupted write had moved aside", path)
     if path.exists():
         if not (path / "config.json").is_file():
             raise ValueError(
@@ -556,6 +560,11 @@ def _load_hf_model(name: str, local: Path | None) -> Any:
         config = _from_checkpoint(AutoConfig, name, local)
     except ValueError as err:  # config.json without a usable model_type
         raise ValueError(f"{name!r}: its config.json is not a transformers model config ({err})") from None
+    except OSError as err:
+        if local is None:
+            raise
+        raise ValueError(f"{name!r}: cannot read its config.json ({' '.join(str(err).split())}); restore the "
+                         "config.json that came with the weights, or save the model again") from None
     family = hf_family(config.model_type, name)
     where = str(local) if local is not None else f"the cached files of {name!r}"
     if local is not None and not any((local / f).is_file() for f in WEIGHT_FILES):

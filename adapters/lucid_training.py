@@ -234,9 +234,95 @@ class TrainingDivergedError(ValueError):
         self.step = step
 
 
+#: Written last into every checkpoint folder: the run's settings and a hash of each file.
+CHECKPOINT_MANIFEST = "lucid_checkpoint.json"
+CHECKPOINT_FORMAT = "sith-lens/lucid-checkpoint/1"
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    hashes = {}
+    for file in sorted(folder.iterdir()):
+        if file.is_file() and file.name != CHECKPOINT_MANIFEST and not file.name.startswith("."):
+            h = hashlib.blake2b(digest_size=16)
+            with open(file, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            hashes[file.name] = h.hexdigest()
+    return hashes
+
+
+def check_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """Refuse to resume from ``path`` unless it is a whole checkpoint of a run with ``settings``.
+
+    Example:
+        >>> check_checkpoint("runs/lucid/checkpoints/1024", run_settings)
+    """
+    import json
+
+    path = Path(path)
+    manifest_file = path / CHECKPOINT_MANIFEST
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder at {path}; pass one of OUT/checkpoints/* from a run "
+                                "with --checkpoints")
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ValueError(f"{path} is not a complete LUCID checkpoint (no readable {CHECKPOINT_MANIFEST}): it was "
+                         "interrupted, or written by an older sith-lens; resume from another checkpoint or "
+                         "start again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{manifest_file} is not a LUCID checkpoint manifest; resume from another checkpoint")
+    if manifest.get("files") != _file_hashes(path):
+        raise ValueError(f"the files in {path} are not the ones its manifest lists (changed, missing or "
+                         "mixed in from another run); resume from another checkpoint or start again")
+    saved = manifest.get("settings", {})
+    differ = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    if differ:
+        detail = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(differ.items()))
+        raise ValueError(f"{path} was written by a run with other settings ({detail}); resume with the same "
+                         "settings and data, or start a new run in another --out")
+
+
 class LucidTrainer(SAETrainer):
     """SAELens's SAETrainer with a LUCID step: paired batches, unit-norm decoder rows, firing
-    counted over patch and token rows. ``data_provider`` yields ``PairedBatch`` objects."""
+    counted over patch and token rows. ``data_provider`` yields ``PairedBatch`` objects.
+
+    Checkpoints are written whole (a temporary folder, then a rename) with a manifest of the run's
+    settings and file hashes, and trainer state is read with ``weights_only=True``."""
+
+    #: What a resumed run must share with the run that wrote the checkpoint (set by train_lucid).
+    run_settings: dict[str, Any] = {}
+
+    def save_checkpoint(self, checkpoint_name: str, base_path: Path | str | None = None,
+                        wandb_aliases: list[str] | None = None) -> None:
+        import json
+
+        base = base_path if base_path is not None else self.cfg.checkpoint_path
+        if base is None or self.cfg.logger.log_to_wandb:
+            return super().save_checkpoint(checkpoint_name, base_path, wandb_aliases)
+        with atomic_directory(Path(base) / checkpoint_name) as tmp:
+            super().save_checkpoint(tmp.name, base_path=tmp.parent, wandb_aliases=wandb_aliases)
+            manifest = {"format": CHECKPOINT_FORMAT, "n_training_samples": self.n_training_samples,
+                        "settings": self.run_settings, "files": _file_hashes(tmp)}
+            (tmp / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+    def load_trainer_state(self, checkpoint_path: Path | str) -> None:
+        """SAETrainer.load_trainer_state, reading ``trainer_state.pt`` with ``weights_only=True``
+        whatever torch's default (a crafted file cannot run code)."""
+        import pickle
+
+        original = torch.load
+        torch.load = functools.partial(original, weights_only=True)  # type: ignore[assignment]
+        try:
+            super().load_trainer_state(checkpoint_path)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{Path(checkpoint_path) / 'trainer_state.pt'} holds more than tensors and numbers "
+                             f"(objects that could run code when loaded), so it was not loaded ({str(err)[:120]}); "
+                             "resume only from checkpoints you wrote") from None
+        finally:
+            torch.load = original  # type: ignore[assignment]
 
     def step(self, batch: PairedBatch) -> TrainStepOutput:  # type: ignore[override]
         sae = self.sae
@@ -341,8 +427,13 @@ def train_lucid(
         n_checkpoints=n_checkpoints, checkpoint_path=str(Path(out_dir) / "checkpoints") if out_dir else None,
     )
     trainer = LucidTrainer(cfg=trainer_cfg, sae=sae, data_provider=iter(()))
+    trainer.run_settings = {
+        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pairs": len(acts),
+        "sae": {k: v for k, v in vars(sae_cfg).items() if isinstance(v, (int, float, str, bool)) and k != "device"},
+    }
     if resume_from is not None:
         resume_from = Path(resume_from)
+        check_checkpoint(resume_from, trainer.run_settings)
         sae.load_weights_from_checkpoint(resume_from)
         trainer.load_trainer_state(resume_from)
         # SAETrainer saves a checkpoint before counting the step it just took

@@ -50,14 +50,21 @@ def load_lucid(path: str | os.PathLike, device: str = "cpu") -> LucidSAE:
     from safetensors import SafetensorError
     from sae_lens import SAE
 
+    from sith_lens.atomic import recover_directory
+
     path = Path(path)
+    recover_directory(path)
     cfg_file, weights = path / "cfg.json", path / "sae_weights.safetensors"
     if not cfg_file.is_file() or not weights.is_file():
         raise FileNotFoundError(f"{path} is not a saved SAE (needs cfg.json and sae_weights.safetensors)")
     try:
-        architecture = json.loads(cfg_file.read_text(encoding="utf-8")).get("architecture")
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{cfg_file} is not valid JSON ({err}); the SAE folder is corrupt") from err
+    architecture = cfg.get("architecture") if isinstance(cfg, dict) else None
+    if architecture is None:
+        raise ValueError(f"{cfg_file} names no architecture, so it is not a saved SAELens SAE; point at the "
+                         "folder that save_model (or `sith-lens lucid train`, OUT/final) wrote")
     if architecture != ARCHITECTURE:
         raise ValueError(f"{path} holds a {architecture!r} SAE, not a LUCID one; load it with SAE.load_from_disk")
     try:

@@ -47,10 +47,72 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+#: Leftovers of an interrupted ``atomic_directory``: the previous output while it is swapped out,
+#: and the folders being written, with the writer's process id in a marker file.
+OLD_SUFFIX = ".old"
+TMP_INFIX = ".tmp-"
+OWNER_FILE = ".sith-lens-writer"
+
+
+def _old(path: Path) -> Path:
+    return path.with_name(f".{path.name}{OLD_SUFFIX}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def recover_directory(path: str | os.PathLike) -> bool:
+    """Repair what a killed ``atomic_directory`` left next to ``path``; True if ``path`` was restored.
+
+    A kill between the two renames of the swap leaves ``path`` missing and the previous output in
+    ``.NAME.old``: it is moved back. A kill after the swap leaves ``.NAME.old`` next to the new
+    output: it is removed. Temporary folders of writers that are no longer running are removed.
+    Loaders call this, so an interrupted write never hides the previous output.
+
+    Example:
+        >>> recover_directory("runs/sith-out")
+        False
+    """
+    import shutil
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return False
+    restored = False
+    old = _old(path)
+    if old.is_dir():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                old.rename(path)
+                restored = True
+            except OSError:  # another process restored it first
+                pass
+    for tmp in path.parent.glob(f".{path.name}{TMP_INFIX}*"):
+        try:
+            pid = int((tmp / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            pid = None
+        if pid is None or not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return restored
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; on success it replaces ``path`` (an existing folder
     is swapped out only after the new one is complete), on error it is removed.
+
+    A kill at any moment leaves either the previous output or the new one at ``path``, once
+    ``recover_directory`` has run (the next write and the loaders run it).
 
     Example:
         >>> with atomic_directory("out/checkpoint") as tmp:
@@ -59,14 +121,18 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     import shutil
 
     path = Path(path)
+    if path.parent.is_dir():
+        recover_directory(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} exists and is a file; pass a folder path")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True or choose another folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_INFIX}", dir=path.parent))
+    (tmp / OWNER_FILE).write_text(str(os.getpid()))
     try:
         yield tmp
+        (tmp / OWNER_FILE).unlink(missing_ok=True)
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp creates 0700; give the folder the usual permissions
@@ -74,7 +140,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
             if file.is_file():
                 file.chmod(0o666 & ~umask)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = _old(path)
             shutil.rmtree(old, ignore_errors=True)
             path.rename(old)
             tmp.rename(path)

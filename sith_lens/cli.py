@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+from sith_lens.cli_args import (
+    ArgumentParser, finite_float, host, int_at_least, layers, png_path, port, share, template,
+)
+from sith_lens.limits import MAX_MULTIPLIER
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -24,10 +31,6 @@ def _cmd_toyworld(args: argparse.Namespace) -> int:
     from sith_lens.toyworld import ToyWorld
     from sith_lens.toyworld.render import contact_sheet
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
-    if not args.out.lower().endswith(".png"):
-        raise ValueError(f"--out must name a .png file, got {args.out!r}")
     batch = ToyWorld(seed=args.seed).batch(args.index, args.n)
     with atomic_path(os.path.abspath(args.out), suffix=".png") as tmp:
         Image.fromarray(contact_sheet(batch.images, columns=args.columns)).save(tmp)
@@ -39,28 +42,25 @@ def _cmd_toyworld(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sith_lens.adapters.loading import load_clip
+    from sith_lens.atomic import atomic_directory
     from sith_lens.concepts import ConceptDictionary
     from sith_lens.report import write_html_report
     from sith_lens.sith import explain_heads, parse_layers
+    from sith_lens.vocabularies import load_vocabulary
 
-    if args.k < 1:
-        raise ValueError(f"--k must be >= 1, got {args.k}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a folder, but {out} is a file")
+    out = _output_folder(args.out, EXPLAIN_OUTPUTS)
+    vocab = args.vocab or ("toy" if args.model == "toy" else "english")
+    words = load_vocabulary(vocab)  # a missing or empty vocabulary file fails before the model loads
     model = load_clip(args.model)
     layers = parse_layers(args.layers, model.vision.cfg.n_layers)
-    vocab = args.vocab or ("toy" if args.model == "toy" else "english")
     templates = [args.template] if args.template else None
-    concepts = ConceptDictionary.from_vocab(model, vocab, templates=templates)
+    concepts = ConceptDictionary.from_vocab(model, words, templates=templates)
     result = explain_heads(model, concepts, layers, k=args.k, lam=args.lam, method=args.method,
                            side=args.side, centering=args.centering)
-    out.mkdir(parents=True, exist_ok=True)
-    result.to_json(out / "sith.json")
-    write_html_report(result, out / "report.html", top_vectors=args.report_vectors)
+    with atomic_directory(out) as tmp:  # sith.json and report.html land together, or not at all
+        result.to_json(tmp / "sith.json")
+        write_html_report(result, tmp / "report.html", top_vectors=args.report_vectors)
     print(f"{result.model_name}: {len(layers)} layers x {result.n_heads} heads, {result.method} k={result.k} "
           f"lambda={result.lam}, {len(concepts):,} concepts ({vocab}), centring {result.centering}")
     print(f"mean fidelity {float(result.fidelity.mean()):.3f}, mean joint-space cosine {float(result.cosine.mean()):.3f}")
@@ -73,13 +73,29 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explanation(model, args, layers):
-    """A SITH result for ``layers``: read from ``--result`` (checked to cover them) or computed."""
-    from sith_lens.concepts import ConceptDictionary
-    from sith_lens.sith import SITHResult, explain_heads
+#: What `explain` writes into its output folder.
+EXPLAIN_OUTPUTS = ("sith.json", "report.html")
 
-    if args.result:
-        result = SITHResult.from_json(args.result)
+
+def _output_folder(path: str, ours: tuple[str, ...]) -> Path:
+    """``path`` as a folder this command may replace as a whole: new, or holding only ``ours``."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, but {out} is a file; choose another path")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in ours)
+        if others:
+            raise ValueError(f"--out {out} holds other files ({others[:3]}), which rewriting it would remove; "
+                             "choose a new folder")
+    return out
+
+
+def _explanation(model, args, layers, result):
+    """A SITH result for ``layers``: ``result`` (read from ``--result``, checked to cover them) or computed."""
+    from sith_lens.concepts import ConceptDictionary
+    from sith_lens.sith import explain_heads
+
+    if result is not None:
         missing = sorted(set(layers) - set(result.layers))
         if missing:
             raise ValueError(f"--result {args.result} does not cover layers {missing}; explain them or change --layers")
@@ -98,20 +114,23 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
     from sith_lens.adapters.loading import load_clip
     from sith_lens.edit import class_multipliers, concept_multipliers, edit_heads, identity_multipliers
-    from sith_lens.sith import parse_layers
+    from sith_lens.sith import SITHResult, parse_layers
 
     suppress, amplify, classes = _split(args.suppress), _split(args.amplify), _split(args.boost_classes)
     if not suppress and not amplify and not classes:
         raise ValueError("nothing to edit: pass --suppress red,blue, --amplify striped and/or --boost-classes a,b")
     if classes and (suppress or amplify):
         raise ValueError("--boost-classes sets a multiplier on every singular vector; use it without --suppress/--amplify")
+    if classes and args.result:
+        raise ValueError("--boost-classes needs the concept dictionary: leave out --result")
+    if Path(args.out).is_file():
+        raise ValueError(f"--out must be a checkpoint folder, but {args.out} is a file; choose another path")
+    saved = SITHResult.from_json(args.result) if args.result else None  # a bad file fails before the model loads
     model = load_clip(args.model)
     layers = parse_layers(args.layers, model.vision.cfg.n_layers)
-    result, concepts = _explanation(model, args, layers)
+    result, concepts = _explanation(model, args, layers, saved)
     m = identity_multipliers(result)
     if classes:
-        if concepts is None:
-            raise ValueError("--boost-classes needs the concept dictionary: leave out --result")
         m = class_multipliers(model, result, concepts, classes, layers=layers)
         print(f"task multipliers for {classes}: {float(m.min()):.2f}..{float(m.max()):.2f}, "
               f"{int((m > 1).sum())} boosted, {int((m < 1).sum())} damped")
@@ -137,14 +156,15 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sith_lens.adapters.loading import load_clip
-    from sith_lens.compare import compare
+    from sith_lens.compare import check_same_shape, compare
     from sith_lens.concepts import ConceptDictionary
     from sith_lens.sith import parse_layers
 
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out must name a JSON file, but {args.out} is a folder")
     base, finetuned = load_clip(args.base), load_clip(args.finetuned)
+    check_same_shape(base, finetuned)  # before the dictionary: a mismatch is the error to report
     layers = parse_layers(args.layers, base.vision.cfg.n_layers)
     vocab = args.vocab or ("toy" if args.base == "toy" else "english")
     concepts = ConceptDictionary.from_vocab(finetuned, vocab)
@@ -169,8 +189,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sith_lens.demo import Workbench, launch
 
-    if args.port is not None and not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
     wb = Workbench(args.model, vocab=args.vocab, sae=args.sae, lucid_data=args.lucid_data, finetuned=args.finetuned)
     print(f"sith-lens demo: serving {wb.spec} on {args.host} (the address follows; Ctrl+C stops it)")
     launch(wb, host=args.host, port=args.port)
@@ -178,7 +196,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="sith-lens",
         description="Interpretability tools for CLIP-family vision-language models.",
     )
@@ -195,60 +213,60 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="SITH: explain every head's singular vectors with concepts; writes JSON + an HTML report"
     )
     ex.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
-    ex.add_argument("--layers", default="all", help="'all', a slice like '-4:', or a list like '0,3,-1' (default: all)")
-    ex.add_argument("--k", type=int, default=5, help="concepts per singular vector (default: 5)")
-    ex.add_argument("--lam", type=float, default=0.3, help="COMP coherence weight (default: 0.3)")
+    ex.add_argument("--layers", type=layers, default="all", help="'all', a slice like '-4:', or a list like '0,3,-1' (default: all)")
+    ex.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
+    ex.add_argument("--lam", type=finite_float(0), default=0.3, help="COMP coherence weight (default: 0.3)")
     ex.add_argument("--method", default="comp", choices=["comp", "nnomp", "omp", "mp", "topk"])
     ex.add_argument("--vocab", default=None,
                     help="'toy', 'english', or a text file with one concept per line "
                     "(default: toy for the toy model, english otherwise)")
-    ex.add_argument("--template", default=None, help="optional prompt template with {}, e.g. 'a photo of {}.'")
+    ex.add_argument("--template", type=template, default=None, help="optional prompt template with {}, e.g. 'a photo of {}.'")
     ex.add_argument("--side", default="right", choices=["right", "left"],
                     help="right: what heads write (default); left: what they read")
     ex.add_argument("--centering", default="auto", choices=["auto", "image", "none"],
                     help="image-side centring of the read-out (default auto: the model's saved image mean if any)")
-    ex.add_argument("--report-vectors", type=int, default=16, help="singular vectors per head in the HTML report")
+    ex.add_argument("--report-vectors", type=int_at_least(1), default=16, help="singular vectors per head in the HTML report")
     ex.add_argument("--out", default="sith-out", help="output folder (default: sith-out)")
     ex.set_defaults(func=_cmd_explain)
     ed = sub.add_parser("edit", help="SITH edit: suppress or amplify concepts in the heads' weights; writes a checkpoint")
     ed.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
     ed.add_argument("--suppress", default=None, help="comma-separated concepts whose singular vectors are zeroed")
     ed.add_argument("--amplify", default=None, help="comma-separated concepts whose singular vectors are scaled")
-    ed.add_argument("--factor", type=float, default=2.0, help="multiplier for --amplify (-1 flips; default 2)")
+    ed.add_argument("--factor", type=finite_float(-MAX_MULTIPLIER, MAX_MULTIPLIER), default=2.0, help="multiplier for --amplify (-1 flips; default 2)")
     ed.add_argument("--boost-classes", default=None,
                     help="comma-separated class names: boost task-relevant singular vectors, damp the others "
                     "(m = max(0.8, relevance + 0.3), sith_spec 5.4)")
-    ed.add_argument("--threshold", type=float, default=0.5,
+    ed.add_argument("--threshold", type=share, default=0.5,
                     help="edit a singular vector when this share of its explanation is on the concepts (default 0.5)")
-    ed.add_argument("--layers", default="-4:", help="layers to edit, as for `explain` (default: -4:)")
+    ed.add_argument("--layers", type=layers, default="-4:", help="layers to edit, as for `explain` (default: -4:)")
     ed.add_argument("--result", default=None, help="a sith.json from `explain` to reuse instead of explaining again")
     ed.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
-    ed.add_argument("--k", type=int, default=5, help="concepts per singular vector (default: 5)")
-    ed.add_argument("--lam", type=float, default=0.3, help="COMP coherence weight (default: 0.3)")
+    ed.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
+    ed.add_argument("--lam", type=finite_float(0), default=0.3, help="COMP coherence weight (default: 0.3)")
     ed.add_argument("--out", required=True, help="checkpoint folder to write")
     ed.set_defaults(func=_cmd_edit)
     cp = sub.add_parser("compare", help="base vs fine-tuned: basis stability, singular-value ratios, SITH of the update")
     cp.add_argument("base", help="base model spec (e.g. toy)")
     cp.add_argument("finetuned", help="fine-tuned model spec (a checkpoint folder)")
-    cp.add_argument("--layers", default="all", help="layers, as for `explain` (default: all)")
-    cp.add_argument("--top", type=int, default=8, help="leading singular vectors compared per head (default 8)")
-    cp.add_argument("--delta-vectors", type=int, default=4, help="singular vectors of the update explained per head")
-    cp.add_argument("--k", type=int, default=5, help="concepts per singular vector (default: 5)")
+    cp.add_argument("--layers", type=layers, default="all", help="layers, as for `explain` (default: all)")
+    cp.add_argument("--top", type=int_at_least(1), default=8, help="leading singular vectors compared per head (default 8)")
+    cp.add_argument("--delta-vectors", type=int_at_least(1), default=4, help="singular vectors of the update explained per head")
+    cp.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
     cp.add_argument("--vocab", default=None, help="concept vocabulary (default: toy for the toy model, else english)")
-    cp.add_argument("--show", type=int, default=8, help="heads to print (default 8)")
+    cp.add_argument("--show", type=int_at_least(1), default=8, help="heads to print (default 8)")
     cp.add_argument("--out", default=None, help="JSON file to write the full comparison to")
     cp.set_defaults(func=_cmd_compare)
     toy = sub.add_parser("toyworld", help="render sample toy-world scenes to a PNG and print their captions")
-    toy.add_argument("--out", default="toyworld.png", help="PNG file to write (default: toyworld.png)")
-    toy.add_argument("--n", type=int, default=16, help="number of scenes (default: 16)")
-    toy.add_argument("--columns", type=int, default=8, help="scenes per row (default: 8)")
-    toy.add_argument("--seed", type=int, default=0, help="world seed (default: 0)")
-    toy.add_argument("--index", type=int, default=0, help="batch index within the seed (default: 0)")
+    toy.add_argument("--out", type=png_path, default="toyworld.png", help="PNG file to write (default: toyworld.png)")
+    toy.add_argument("--n", type=int_at_least(1), default=16, help="number of scenes (default: 16)")
+    toy.add_argument("--columns", type=int_at_least(1), default=8, help="scenes per row (default: 8)")
+    toy.add_argument("--seed", type=int_at_least(0), default=0, help="world seed (default: 0)")
+    toy.add_argument("--index", type=int_at_least(0), default=0, help="batch index within the seed (default: 0)")
     toy.set_defaults(func=_cmd_toyworld)
     demo = sub.add_parser("demo", help="the Gradio explorer: Heads, Edit, LUCID and Compare tabs in the browser")
     demo.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
-    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
-    demo.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
+    demo.add_argument("--host", type=host, default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    demo.add_argument("--port", type=port, default=None, help="port (default: 7860, or the next free one)")
     demo.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
     demo.add_argument("--sae", default=None,
                       help="a LUCID SAE folder (cfg.json + sae_weights.safetensors); default: the packaged toy "
@@ -282,16 +300,46 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``sith-lens`` with ``argv``; returns the exit status. Bad input ends in one
+    ``sith-lens: error:`` line (status 2); ``SITH_LENS_DEBUG=1`` shows the traceback instead.
+
+    Example:
+        >>> main(["info", "--model", "random:tiny"])
+        0
+    """
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(_attach_negative_values(list(argv)))
+    try:
+        args = build_parser().parse_args(_attach_negative_values(list(argv)))
+    except SystemExit as exit:  # --help, or a bad flag (already reported on one line)
+        return exit.code if isinstance(exit.code, int) else 2
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as err:
-        print(f"sith-lens: error: {err}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        print("sith-lens: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if os.environ.get("SITH_LENS_DEBUG"):
+            raise
+        print(f"sith-lens: error: {_one_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, EXPECTED_ERRORS) else 1
+
+
+#: Errors that report bad input (status 2); anything else is a bug in sith-lens (status 1).
+EXPECTED_ERRORS = (ValueError, OSError, NotImplementedError, ImportError)
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line; an unexpected error names its type and the way to see more."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    if not isinstance(err, EXPECTED_ERRORS):
+        text = (f"{type(err).__name__}: {text} (unexpected; rerun with SITH_LENS_DEBUG=1 for the traceback "
+                "and report it)")
+    return text
 
 
 if __name__ == "__main__":

@@ -163,6 +163,23 @@ def _explain_update(
                              readout=readout)
 
 
+def check_same_shape(base: Any, finetuned: Any) -> tuple[Any, Any]:
+    """The two vision towers, after checking that they have the same layers, heads and widths.
+
+    Example:
+        >>> check_same_shape(sl.load_clip("toy"), sl.load_clip("random:tiny"))
+        Traceback (most recent call last):
+        ValueError: the models differ in shape ...
+    """
+    vb, vf = _vision(base), _vision(finetuned)
+    shape_b = (vb.cfg.n_layers, vb.cfg.n_heads, vb.cfg.d_model, vb.cfg.d_head)
+    shape_f = (vf.cfg.n_layers, vf.cfg.n_heads, vf.cfg.d_model, vf.cfg.d_head)
+    if shape_b != shape_f:
+        raise ValueError(f"the models differ in shape (layers, heads, d_model, d_head): base {shape_b}, "
+                         f"fine-tuned {shape_f}; compare needs a model and its own fine-tuned version")
+    return vb, vf
+
+
 def compare(
     base: Any,
     finetuned: Any,
@@ -191,12 +208,7 @@ def compare(
         >>> cmp = sl.compare(sl.load_clip("toy"), sl.load_clip("toy-ft"), concepts)
         >>> cmp.summary()[-1]["mean_angle_deg"]
     """
-    vb, vf = _vision(base), _vision(finetuned)
-    shape_b = (vb.cfg.n_layers, vb.cfg.n_heads, vb.cfg.d_model, vb.cfg.d_head)
-    shape_f = (vf.cfg.n_layers, vf.cfg.n_heads, vf.cfg.d_model, vf.cfg.d_head)
-    if shape_b != shape_f:
-        raise ValueError(f"the models differ in shape (layers, heads, d_model, d_head): base {shape_b}, "
-                         f"fine-tuned {shape_f}; compare needs a model and its own fine-tuned version")
+    vb, _ = check_same_shape(base, finetuned)
     d_head = vb.cfg.d_head
     if not 1 <= top <= d_head:
         raise ValueError(f"top must be in 1..{d_head} (d_head), got {top}")

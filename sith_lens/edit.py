@@ -38,13 +38,10 @@ from .concepts import ConceptDictionary
 from .pursuit import comp
 from .sith import SITHResult, _vision, head_svd, resolve_layers
 from .checks import check_finite
+from .limits import MAX_MULTIPLIER
 from .weights import fold_and_center_
 
 logger = logging.getLogger(__name__)
-
-#: The largest |multiplier| an edit accepts: beyond it, a head's rebuilt output dwarfs the residual
-#: stream (and at ~1e19 overflows float32), so the "edit" only breaks the model.
-MAX_MULTIPLIER = 100.0
 
 Multipliers = Tensor | Mapping[tuple[int, ...], Any]
 

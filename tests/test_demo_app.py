@@ -175,4 +175,4 @@ def test_demo_command_rejects_bad_options(capsys):
     from sith_lens.cli import main
 
     assert main(["demo", "--port", "70000"]) == 2
-    assert "--port must be in 1..65535" in capsys.readouterr().err
+    assert "argument --port: must be a port in 1..65535" in capsys.readouterr().err

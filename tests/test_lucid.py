@@ -394,6 +394,68 @@ def test_training_is_seeded_and_resumable(toy_acts, tmp_path):
     torch.testing.assert_close(resumed.W_enc_text, full.W_enc_text, rtol=1e-4, atol=1e-5)
 
 
+def test_checkpoints_are_whole_and_resume_refuses_an_inconsistent_one(toy_acts, tmp_path, monkeypatch):
+    """A kill before trainer_state.pt, or a run over an earlier run's --out, used to leave a
+    checkpoint that --resume silently continued from."""
+    import json
+    import pickle
+
+    from sith_lens.adapters.lucid_training import CHECKPOINT_MANIFEST
+    from sith_lens.adapters.sae_lens import train_lucid
+
+    cfg = small_training_cfg()
+    args = dict(steps=8, batch_size=16, lr=3e-3, seed=1, progress=False)
+    train_lucid(toy_acts, cfg, out_dir=tmp_path / "a", n_checkpoints=1, **args)
+    train_lucid(toy_acts, cfg, out_dir=tmp_path / "b", n_checkpoints=1, **{**args, "seed": 2})
+    (ckpt,) = (tmp_path / "a" / "checkpoints").iterdir()
+    (other,) = (tmp_path / "b" / "checkpoints").iterdir()
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(
+        ["cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "trainer_state.pt", "activation_scaler.json",
+         CHECKPOINT_MANIFEST])
+    assert not [p for p in (tmp_path / "a" / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp folders
+    train_lucid(toy_acts, cfg, resume_from=ckpt, **args)  # a whole checkpoint of the same run resumes
+
+    def damaged(name, change):
+        import shutil
+
+        copy = tmp_path / name
+        shutil.copytree(ckpt, copy)
+        change(copy)
+        return copy
+
+    cases = [
+        (damaged("no-manifest", lambda c: (c / CHECKPOINT_MANIFEST).unlink()), "not a complete LUCID checkpoint"),
+        (damaged("mixed", lambda c: (c / "trainer_state.pt").write_bytes((other / "trainer_state.pt").read_bytes())),
+         "not the ones its manifest lists"),
+        (damaged("truncated", lambda c: (c / "sae_weights.safetensors").write_bytes(b"")), "not the ones its manifest lists"),
+    ]
+    for path, words in cases:
+        with pytest.raises(ValueError, match=words):
+            train_lucid(toy_acts, cfg, resume_from=path, **args)
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.003 then, 0.001 now; seed: 1 then, 3 now\)"):
+        train_lucid(toy_acts, cfg, resume_from=ckpt, **{**args, "lr": 1e-3, "seed": 3})
+
+    # a crafted trainer_state.pt (manifest updated to match) must not run its payload, even when torch is
+    # told to load full pickles by default
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    def craft(c):
+        from sith_lens.adapters.lucid_training import _file_hashes
+
+        (c / "trainer_state.pt").write_bytes(pickle.dumps({"optimizer": Payload()}))
+        manifest = json.loads((c / CHECKPOINT_MANIFEST).read_text())
+        manifest["files"] = _file_hashes(c)
+        (c / CHECKPOINT_MANIFEST).write_text(json.dumps(manifest))
+
+    crafted = damaged("crafted", craft)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(ValueError, match="holds more than tensors and numbers"):
+        train_lucid(toy_acts, cfg, resume_from=crafted, **args)
+    assert not (tmp_path / "pwned").exists()
+
+
 # -- bad input ----------------------------------------------------------------------------------------
 def test_bad_input_is_rejected_clearly(toy, toy_acts, tmp_path):
     from sae_lens import SAE

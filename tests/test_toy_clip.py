@@ -145,7 +145,8 @@ def test_cli_toyworld_writes_a_contact_sheet(tmp_path):
         [sys.executable, "-m", "sith_lens.cli", "toyworld", "--out", str(tmp_path / "x.jpg")],
         capture_output=True, text=True,
     )
-    assert bad.returncode == 2 and "--out must name a .png file" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("sith-lens: error: argument --out: must name a .png file")
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_training_settings_are_checked_before_training():

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .images import load_image
-from sith_lens.edit import MAX_MULTIPLIER
+from sith_lens.limits import MAX_MULTIPLIER
 
 from .workbench import EditSpec, Workbench, default_download_dir
 

@@ -8,21 +8,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..cli_args import finite_float, int_at_least, torch_device
 from .collect import JOINT
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="toy", help="model spec as for `sith-lens info` (default: toy)")
-    p.add_argument("--toy-pairs", type=int, default=4096,
+    p.add_argument("--toy-pairs", type=int_at_least(1), default=4096,
                    help="toy-world scenes to collect when no --captions file is given (default: 4096)")
-    p.add_argument("--seed", type=int, default=0, help="toy-world seed, and the training seed (default: 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="toy-world seed, and the training seed (default: 0)")
     p.add_argument("--captions", default=None,
                    help='a JSONL file of {"image": path, "caption": text} lines: your own image-caption pairs')
     p.add_argument("--images", default=None, help="folder the --captions image paths are relative to "
                    "(default: the captions file's folder)")
     p.add_argument("--vision-hook", default=JOINT, help=f"vision hook to read (default: {JOINT}, the joint space)")
     p.add_argument("--text-hook", default=JOINT, help=f"text hook to read (default: {JOINT})")
-    p.add_argument("--collect-batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--collect-batch-size", type=int_at_least(1), default=64, help="images per forward pass (default: 64)")
 
 
 def _collect(args: argparse.Namespace, use_cache: bool) -> Any:
@@ -30,8 +31,6 @@ def _collect(args: argparse.Namespace, use_cache: bool) -> Any:
 
     from .collect import cached, collect_folder_activations, collect_toy_activations
 
-    if args.collect_batch_size < 1:
-        raise ValueError(f"--collect-batch-size must be >= 1, got {args.collect_batch_size}")
     model = load_clip(args.model)
     hooks = dict(vision_hook=args.vision_hook, text_hook=args.text_hook)
     if args.captions:
@@ -62,6 +61,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .data import PairedActivations
     from .evaluate import reconstruction_report
 
+    if args.resume and not (Path(args.resume) / "trainer_state.pt").is_file():
+        raise ValueError(f"--resume {args.resume} is not a checkpoint folder (no trainer_state.pt); pass one of "
+                         "OUT/checkpoints/* from a run with --checkpoints")
+    if Path(args.out).is_file():
+        raise ValueError(f"--out must be a folder, but {args.out} is a file; choose another path")
     acts = PairedActivations.load(args.acts) if args.acts else _collect(args, use_cache=True)
     train, holdout = acts.split(args.holdout) if args.holdout else (acts, None)
     cfg = TrainingLucidSAEConfig(
@@ -121,10 +125,17 @@ def _cmd_ground(args: argparse.Namespace) -> int:
     from .interpret import slot_words, word_heatmap
     from .terms import FUNCTION_WORDS
 
+    image = Path(args.image)
+    if not image.is_file():
+        raise FileNotFoundError(f"--image {image} is not a file; pass an image (PNG, JPEG...)")
+    if not any(w.lower().strip(".,;:!?") not in FUNCTION_WORDS for w in args.caption.split()):
+        raise ValueError(f"the caption {args.caption!r} has no content word to ground (only function words); "
+                         "describe the image, e.g. 'a red circle'")
     sae = _load_sae(args.sae)
     model = load_clip(args.model)
     hooks = (sae.cfg.metadata.get("hook_name_vision") or JOINT, sae.cfg.metadata.get("hook_name_text") or JOINT)
-    patches = image_patch_activations(model, model.preprocess([args.image]), hooks[0])[0]
+    pixels = model.preprocess([str(image)])
+    patches = image_patch_activations(model, pixels, hooks[0])[0]
     acts, ids, keep = caption_token_activations(model, [args.caption], hooks[1])
     pieces = token_strings(model.tokenizer, ids[0][keep[0]].tolist())
     words = slot_words(pieces)
@@ -136,6 +147,8 @@ def _cmd_ground(args: argparse.Namespace) -> int:
         if not slots:
             raise ValueError(f"{word!r} is not a word of the caption; its words are {sorted(set(words))}")
         maps[word] = word_heatmap(sae, patches, tokens, slots).tolist()
+    if not maps:
+        raise ValueError(f"the caption {args.caption!r} has no content word to ground; pass --word WORD")
     from ..atomic import write_text_atomic
 
     write_text_atomic(args.out, json.dumps({"image": str(args.image), "caption": args.caption, "heatmaps": maps}))
@@ -158,27 +171,27 @@ def add_lucid_parser(sub: Any) -> None:
     tr = commands.add_parser("train", help="train a LUCID SAE; writes OUT/final (SAELens format) and checkpoints")
     _add_data_options(tr)
     tr.add_argument("--acts", default=None, help="activations from `lucid collect` (default: collect, cached)")
-    tr.add_argument("--d-sae", type=int, default=1024, help="latents in all: shared + both private blocks (default: 1024)")
-    tr.add_argument("--n-private", type=int, default=128, help="private latents per modality (default: 128)")
-    tr.add_argument("--k-shared", type=int, default=8, help="Top-K of the shared block (default: 8)")
-    tr.add_argument("--k-private", type=int, default=2, help="Top-K of each private block (default: 2)")
-    tr.add_argument("--ot", type=float, default=0.5, help="weight of the GCMT transport loss, 0 turns it off (default: 0.5)")
-    tr.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: 2000)")
-    tr.add_argument("--batch-size", type=int, default=32, help="image-caption pairs per step (default: 32)")
-    tr.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
-    tr.add_argument("--holdout", type=int, default=256, help="pairs kept out of training and scored at the end (default: 256)")
-    tr.add_argument("--checkpoints", type=int, default=0, help="resumable checkpoints to save (default: 0)")
+    tr.add_argument("--d-sae", type=int_at_least(1), default=1024, help="latents in all: shared + both private blocks (default: 1024)")
+    tr.add_argument("--n-private", type=int_at_least(0), default=128, help="private latents per modality (default: 128)")
+    tr.add_argument("--k-shared", type=int_at_least(1), default=8, help="Top-K of the shared block (default: 8)")
+    tr.add_argument("--k-private", type=int_at_least(0), default=2, help="Top-K of each private block (default: 2)")
+    tr.add_argument("--ot", type=finite_float(0), default=0.5, help="weight of the GCMT transport loss, 0 turns it off (default: 0.5)")
+    tr.add_argument("--steps", type=int_at_least(1), default=2000, help="optimiser steps (default: 2000)")
+    tr.add_argument("--batch-size", type=int_at_least(2), default=32, help="image-caption pairs per step (default: 32)")
+    tr.add_argument("--lr", type=finite_float(0, low_open=True), default=1e-3, help="peak learning rate (default: 1e-3)")
+    tr.add_argument("--holdout", type=int_at_least(0), default=256, help="pairs kept out of training and scored at the end (default: 256)")
+    tr.add_argument("--checkpoints", type=int_at_least(0), default=0, help="resumable checkpoints to save (default: 0)")
     tr.add_argument("--resume", default=None, help="a checkpoint folder to resume from")
-    tr.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    tr.add_argument("--device", type=torch_device, default="cpu", help="torch device (default: cpu)")
     tr.add_argument("--out", required=True, help="output folder")
     tr.set_defaults(func=_cmd_train)
     lab = commands.add_parser("label", help="label every shared latent by term clustering; writes JSON")
     _add_data_options(lab)
     lab.add_argument("--sae", default="sith-lens-toy-lucid",
                      help="a LUCID folder (OUT/final of `lucid train`) or the packaged release (default)")
-    lab.add_argument("--threshold", type=float, default=0.35, help="cosine distance under which term clusters merge")
-    lab.add_argument("--min-purity", type=float, default=0.4, help="leave latents below this purity unlabelled")
-    lab.add_argument("--show", type=int, default=12, help="labels to print (default 12)")
+    lab.add_argument("--threshold", type=finite_float(0, 2, low_open=True), default=0.35, help="cosine distance under which term clusters merge")
+    lab.add_argument("--min-purity", type=finite_float(0, 1), default=0.4, help="leave latents below this purity unlabelled")
+    lab.add_argument("--show", type=int_at_least(0), default=12, help="labels to print (default 12)")
     lab.add_argument("--out", default="lucid-labels.json", help="JSON file to write")
     lab.set_defaults(func=_cmd_label)
     gr = commands.add_parser("ground", help="heat maps of a caption's words over an image; writes JSON")

@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..atomic import atomic_directory
+from ..atomic import atomic_directory, recover_directory
 from ..checks import check_finite
 
 TENSORS_FILE = "activations.safetensors"
@@ -194,6 +194,7 @@ class PairedActivations:
         from safetensors.torch import load_file
 
         path = Path(path)
+        recover_directory(path)
         if not (path / TENSORS_FILE).is_file() or not (path / META_FILE).is_file():
             raise FileNotFoundError(f"{path} holds no LUCID activations ({TENSORS_FILE} + {META_FILE}); "
                                     "collect them with `sith-lens lucid collect` or collect_toy_activations")
