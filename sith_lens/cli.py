@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sith_lens.cli_args import (
-    ArgumentParser, finite_float, host, int_at_least, layers, png_path, port, share, template,
+    ArgumentParser, finite_float, host, int_at_least, layer_selection, png_path, port, share, template,
 )
 from sith_lens.limits import MAX_MULTIPLIER
 
@@ -22,8 +22,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_toyworld(args: argparse.Namespace) -> int:
-    import os
-
     from PIL import Image
 
     from sith_lens.atomic import atomic_path
@@ -213,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="SITH: explain every head's singular vectors with concepts; writes JSON + an HTML report"
     )
     ex.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
-    ex.add_argument("--layers", type=layers, default="all", help="'all', a slice like '-4:', or a list like '0,3,-1' (default: all)")
+    ex.add_argument("--layers", type=layer_selection, default="all", help="'all', a slice like '-4:', or a list like '0,3,-1' (default: all)")
     ex.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
     ex.add_argument("--lam", type=finite_float(0), default=0.3, help="COMP coherence weight (default: 0.3)")
     ex.add_argument("--method", default="comp", choices=["comp", "nnomp", "omp", "mp", "topk"])
@@ -238,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(m = max(0.8, relevance + 0.3), sith_spec 5.4)")
     ed.add_argument("--threshold", type=share, default=0.5,
                     help="edit a singular vector when this share of its explanation is on the concepts (default 0.5)")
-    ed.add_argument("--layers", type=layers, default="-4:", help="layers to edit, as for `explain` (default: -4:)")
+    ed.add_argument("--layers", type=layer_selection, default="-4:", help="layers to edit, as for `explain` (default: -4:)")
     ed.add_argument("--result", default=None, help="a sith.json from `explain` to reuse instead of explaining again")
     ed.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
     ed.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
@@ -248,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="base vs fine-tuned: basis stability, singular-value ratios, SITH of the update")
     cp.add_argument("base", help="base model spec (e.g. toy)")
     cp.add_argument("finetuned", help="fine-tuned model spec (a checkpoint folder)")
-    cp.add_argument("--layers", type=layers, default="all", help="layers, as for `explain` (default: all)")
+    cp.add_argument("--layers", type=layer_selection, default="all", help="layers, as for `explain` (default: all)")
     cp.add_argument("--top", type=int_at_least(1), default=8, help="leading singular vectors compared per head (default 8)")
     cp.add_argument("--delta-vectors", type=int_at_least(1), default=4, help="singular vectors of the update explained per head")
     cp.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")

@@ -140,7 +140,7 @@ def template(text: str) -> str:
 _LAYERS = re.compile(r"\s*(all|-?\d*\s*:\s*-?\d*|-?\d+(\s*,\s*-?\d+)*)\s*")
 
 
-def layers(text: str) -> str:
+def layer_selection(text: str) -> str:
     """``all``, a slice like ``-4:`` or ``2:5``, or a list like ``0,3,-1`` (checked against the model later)."""
     if not _LAYERS.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a layer selection; use 'all', a slice like '-4:' or a "

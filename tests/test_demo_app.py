@@ -107,6 +107,24 @@ def test_bad_input_gets_a_clear_message(client, tmp_path):
         client.predict(2, 99, api_name="/head_view")
 
 
+def test_uploads_over_the_size_limit_are_refused_by_the_server(app, client, tmp_path):
+    """There was no limit: any client could fill the server's disk and memory with one upload."""
+    import httpx
+    from gradio_client import handle_file
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(33 * 2**20)  # over MAX_UPLOAD (32 MB), sparse on disk
+    assert client.config["max_file_size"] == 32 * 1024**2
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client checks first
+        client.predict(handle_file(str(big)), None, "a red circle", api_name="/lucid_probe")
+    with open(big, "rb") as f:  # a client that skips that check meets the server's
+        refused = httpx.post(app.local_url + "gradio_api/upload", files={"files": ("big.png", f, "image/png")}, timeout=60)
+    assert refused.status_code == 413
+    small = httpx.post(app.local_url + "gradio_api/upload", files={"files": ("s.png", b"x" * 100, "image/png")}, timeout=60)
+    assert small.status_code == 200
+
+
 def test_ten_concurrent_clients(app):
     from gradio_client import Client
 

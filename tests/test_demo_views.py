@@ -181,6 +181,25 @@ def test_export_writes_a_loadable_checkpoint_and_nothing_else(wb, tmp_path):
         assert not torch.allclose(wb.model.encode_image(pixels), edited.encode_image(pixels), atol=1e-4)
 
 
+def test_exports_and_gallery_images_do_not_pile_up(wb, tmp_path, monkeypatch):
+    """Five exports used to add 73 MB that nothing ever removed."""
+    import os
+
+    from sith_lens.demo.workbench import prune_folder
+
+    monkeypatch.setattr(sith_views, "MAX_EXPORTS", 2)
+    paths = []
+    for i, word in enumerate(["red", "blue", "green"]):
+        paths.append(sith_views.export_edit(wb, [word], [], 2.0, 0.5, out_dir=tmp_path))
+        os.utime(paths[-1], (1000 + i, 1000 + i))  # distinct ages, oldest first
+    assert sorted(p.name for p in tmp_path.glob("*.zip")) == sorted(p.name for p in paths[1:])  # the oldest went
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(b"x")
+        os.utime(tmp_path / f"{i}.png", (2000 + i, 2000 + i))
+    assert prune_folder(tmp_path, "*.png", keep=3) == 2
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["2.png", "3.png", "4.png"]
+
+
 # -- Compare -----------------------------------------------------------------------------------------
 def test_compare_finds_exactly_the_edited_heads_either_way(wb, tmp_path):
     summary, layers, fig, heads = sith_views.compare_view(wb, "edit", None, ["red"], [], 2.0, 0.5)
@@ -196,12 +215,27 @@ def test_compare_finds_exactly_the_edited_heads_either_way(wb, tmp_path):
     assert {layer for layer, _ in edited_heads} <= {2, 3, 4, 5}  # the last four layers by default
     with zipfile.ZipFile(sith_views.export_edit(wb, ["red"], [], 2.0, 0.5, out_dir=tmp_path)) as z:
         z.extractall(tmp_path / "ckpt")
-    _, _, fig2, _ = sith_views.compare_view(wb, "checkpoint", str(tmp_path / "ckpt"))
+    served = Workbench("toy", finetuned=str(tmp_path / "ckpt"))  # `sith-lens demo --finetuned DIR`
+    _, _, fig2, _ = sith_views.compare_view(served, "checkpoint", None)
     np.testing.assert_allclose(np.asarray(fig2.data[0].z), change, atol=1e-4)
-    with pytest.raises(ValueError, match="type the fine-tuned model"):
-        sith_views.compare_view(wb, "checkpoint", "  ")
     with pytest.raises(ValueError, match="'edit' or 'checkpoint'"):
         sith_views.compare_view(wb, "other", None)
+
+
+def test_compare_loads_only_what_the_server_was_started_with(wb, tmp_path, monkeypatch):
+    """A client used to be able to make the server load any folder or hub id it typed (18 s and
+    4.6 GB for random:vit-l-14, under the lock every forward pass waits on), and the error messages
+    told which server folders exist."""
+    import sith_lens.adapters.loading as loading
+
+    loads = []
+    monkeypatch.setattr(loading, "load_clip", lambda *a, **k: loads.append(a) or pytest.fail("loaded a model"))
+    messages = set()
+    for requested in ("random:vit-l-14", str(tmp_path), "/no/such/folder", "openai/clip-vit-base-patch32", "  "):
+        with pytest.raises(ValueError, match="compares only with the Edit tab's edits") as err:
+            sith_views.compare_view(wb, "checkpoint", requested)
+        messages.add(str(err.value))
+    assert len(messages) == 1 and not loads  # the same answer whatever exists on the server
 
 
 # -- LUCID -------------------------------------------------------------------------------------------

@@ -20,7 +20,10 @@ from PIL import Image
 from .images import load_image
 from sith_lens.limits import MAX_MULTIPLIER
 
-from .workbench import EditSpec, Workbench, default_download_dir
+from .workbench import EditSpec, Workbench, default_download_dir, prune_folder
+
+#: Exported edited models kept in the download folder (oldest removed first; a ViT-B/32 is 600 MB).
+MAX_EXPORTS = 4
 
 def _concept_text(concepts: Sequence[tuple[str, float]]) -> str:
     return ", ".join(f"{c} {w:.2f}" for c, w in concepts) or "(no concept)"
@@ -212,14 +215,23 @@ def edit_view(
     if len(classes) < 2:
         raise ValueError("give at least two zero-shot classes, separated by commas (e.g. a red object, a blue object)")
     images = [(im, f"sample {i}", truth) for i, (im, truth) in enumerate(wb.edit_samples(attribute))]
-    if upload is not None and upload != "":
-        images.insert(0, (load_image(upload), "your image", None))
-    if not images:
+    uploaded = [(load_image(upload), "your image", None)] if upload is not None and upload != "" else []
+    if not images and not uploaded:
         raise ValueError("upload an image to classify (this model has no sample images)")
     edited, m = wb.edited(spec)
-    with wb.lock:
-        before = class_probabilities(wb.model, [im for im, _, _ in images], classes)
-        after = class_probabilities(edited, [im for im, _, _ in images], classes)
+    pictures = [im for im, _, _ in images]
+
+    def predict(model: Any) -> torch.Tensor:
+        return class_probabilities(model, pictures, classes) if pictures else torch.zeros(0, len(classes))
+
+    key = (attribute, tuple(classes))
+    before = wb.sample_predictions(("before", *key), lambda: predict(wb.model))
+    after = wb.sample_predictions((spec, *key), lambda: predict(edited))
+    if uploaded:
+        with wb.lock:
+            before = torch.cat([class_probabilities(wb.model, [uploaded[0][0]], classes), before])
+            after = torch.cat([class_probabilities(edited, [uploaded[0][0]], classes), after])
+        images = uploaded + images
     rows, gallery = [], []
     for (im, name, truth), p, q in zip(images, before, after):
         b, a = int(p.argmax()), int(q.argmax())
@@ -271,6 +283,7 @@ def export_edit(wb: Workbench, suppress: Any, amplify: Any, factor: Any, thresho
         folder = edited.save_pretrained(Path(tmp) / "model")  # a ValueError for OpenCLIP, which has no HF layout
         archive = shutil.make_archive(str(Path(tmp) / "edited"), "zip", root_dir=folder)
         Path(archive).replace(target)
+    prune_folder(out, "edited-*.zip", MAX_EXPORTS)
     return target
 
 
@@ -292,10 +305,11 @@ def compare_view(wb: Workbench, source: str, checkpoint: Any, suppress: Any = No
         other: Any = edit_spec(wb, suppress, amplify, factor, threshold, layers)
         name = "the edited model"
     elif source == "checkpoint":
-        other = str(checkpoint or "").strip()
-        if not other:
-            raise ValueError("type the fine-tuned model to compare with: a checkpoint folder or a Hugging Face id")
-        name = other
+        # only the model the server was started with; the field is read-only in the page, and any
+        # other value sent through the API is refused by Workbench.comparison without being loaded
+        requested = str(checkpoint or "").strip()
+        other = wb.finetuned_spec if requested in ("", wb.finetuned_spec) else requested
+        name = str(other)
     else:
         raise ValueError(f"compare against 'edit' or 'checkpoint', got {source!r}")
     cmp = wb.comparison(other)

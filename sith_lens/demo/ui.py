@@ -18,12 +18,18 @@ import gradio as gr  # noqa: E402
 from . import lucid_views, sith_views  # noqa: E402
 from .images import for_display  # noqa: E402
 from ..toyworld import VALUES as TOY_VALUES  # noqa: E402
-from .workbench import Workbench  # noqa: E402
+from .workbench import Workbench, prune_folder  # noqa: E402
 
 #: Requests served at once. Forward passes share one model and take its lock in turn; the queue
 #: orders everyone else and shows them their place.
 CONCURRENCY = 4
 MAX_QUEUE = 64
+#: Uploads larger than this are refused by Gradio before they reach a handler.
+MAX_UPLOAD = "32mb"
+#: Every ``[0]`` seconds, Gradio deletes the uploads and outputs it cached more than ``[1]`` seconds ago.
+DELETE_CACHE = (600, 3600)
+#: Images the app writes for galleries and previews, kept in its temp folder (oldest removed first).
+MAX_IMAGE_FILES = 2000
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -62,6 +68,7 @@ def _as_file(image: Any) -> Any:
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
             tmp.write(data)
         os.replace(tmp.name, target)
+        prune_folder(folder, "*.png", MAX_IMAGE_FILES)
     return str(target)
 
 
@@ -83,7 +90,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
               f"(d_model {cfg.d_model}), joint space {wb.model.cfg.d_proj}-d; concepts: `{wb.vocab if isinstance(wb.vocab, str) else 'custom list'}`.")
     samples = lucid_views.sample_choices(wb)
 
-    with gr.Blocks(title="sith-lens explorer") as demo:
+    with gr.Blocks(title="sith-lens explorer", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(header)
         with gr.Tabs():
             # -- Heads --------------------------------------------------------------------------
@@ -171,9 +178,12 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                 gr.Markdown("Base vs another version of this model: how far each head's W_VO moved, whether its "
                             "singular basis survived, and what the update writes (SITH of ΔW_VO).")
                 with gr.Row():
-                    source = gr.Radio(["edit", "checkpoint"], value="checkpoint" if wb.finetuned_spec else "edit",
-                                      label="compare with", info="edit: the Edit tab's settings; checkpoint: a fine-tuned model")
-                    checkpoint = gr.Textbox(wb.finetuned_spec or "", label="fine-tuned checkpoint (folder or Hugging Face id)")
+                    source = gr.Radio(["edit", "checkpoint"] if wb.finetuned_spec else ["edit"],
+                                      value="checkpoint" if wb.finetuned_spec else "edit", label="compare with",
+                                      info="edit: the Edit tab's settings; checkpoint: the fine-tuned model the "
+                                      "explorer was started with")
+                    checkpoint = gr.Textbox(wb.finetuned_spec or "none (start the explorer with --finetuned MODEL)",
+                                            label="fine-tuned model (--finetuned)", interactive=False)
                 run_compare = gr.Button("Compare", variant="primary")
                 compare_summary = gr.Markdown()
                 change_map = gr.Plot(label="Relative change per head")
@@ -268,5 +278,5 @@ def launch(wb: Workbench, host: str = "127.0.0.1", port: int | None = None, bloc
     """
     demo = build_demo(wb)
     demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, show_error=True,
-                footer_links=["api", "gradio"], **kwargs)
+                footer_links=["api", "gradio"], max_file_size=MAX_UPLOAD, **kwargs)
     return demo

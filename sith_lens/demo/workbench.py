@@ -4,7 +4,10 @@ A ``Workbench`` holds one loaded ``HookedCLIP`` and lazily builds what the tabs 
 dictionary, the SITH explanation of every head, the LUCID SAE with its labels and the image corpus
 they were computed on, edited models and comparisons. Builds and forward passes run under one
 lock, so ten users who open the LUCID tab at once trigger one build; built results are then read
-without locking.
+without locking. Comparisons read weights only and run outside that lock, under their own.
+
+The Compare tab compares only with what the server was started with (``finetuned``) and with the
+Edit tab's edits: a client cannot make the server load, or probe for, any other path or model.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from PIL import Image
 
 T = TypeVar("T")
 
-#: Edited models kept in memory (a toy model is 8 MB, a ViT-B/32 600 MB).
+#: Edited models kept in memory (a toy model is 8 MB, a ViT-B/32 600 MB), and comparisons.
 MAX_EDITED = 4
+#: Zero-shot predictions of the sample images kept (per model, attribute and prompt list).
+MAX_PREDICTIONS = 64
 #: Scenes the toy LUCID labels are computed on (a world seed never used to train the release).
 TOY_LABEL_SCENES = 512
 TOY_LABEL_SEED = 7
@@ -95,6 +100,14 @@ class Workbench:
         self.lock = threading.RLock()
         self._cache: dict[Any, Any] = {}
         self._edited: OrderedDict[EditSpec, Any] = OrderedDict()
+        #: Held while a comparison is built (weights only: no forward pass, so not ``lock``).
+        self.compare_lock = threading.Lock()
+        self._comparisons: OrderedDict[Any, Any] = OrderedDict()
+        self._predictions: OrderedDict[Any, Any] = OrderedDict()
+        if finetuned is not None:  # a bad --finetuned fails at start-up, not in a user's request
+            from sith_lens.compare import check_same_shape
+
+            check_same_shape(self.model, self.finetuned())
 
     def _once(self, key: Any, build: Callable[[], T]) -> T:
         if key in self._cache:
@@ -177,15 +190,49 @@ class Workbench:
 
     # -- compare --------------------------------------------------------------------------------------
     def comparison(self, other: str | EditSpec) -> Any:
-        """``compare(base, other)`` where ``other`` is a model spec or an edit of this model."""
-        from sith_lens.adapters.loading import load_clip
+        """``compare(base, other)`` where ``other`` is an edit of this model or the ``finetuned``
+        spec the workbench was created with (any other model is refused, without loading it).
+        The last ``MAX_EDITED`` comparisons are kept."""
         from sith_lens.compare import compare
 
-        def build() -> Any:
-            tuned = self.edited(other)[0] if isinstance(other, EditSpec) else load_clip(other)
-            return compare(self.model, tuned, self.concepts(), None, k=self.k, lam=self.lam)
+        if not isinstance(other, EditSpec) and (self.finetuned_spec is None or other != self.finetuned_spec):
+            raise ValueError("this explorer compares only with the Edit tab's edits and with the fine-tuned model "
+                             "it was started with (`sith-lens demo --finetuned MODEL`)"
+                             + ("" if self.finetuned_spec is None else f", here {self.finetuned_spec!r}"))
+        if other in self._comparisons:
+            return self._comparisons[other]
+        concepts = self.concepts()
+        with self.compare_lock:
+            if other not in self._comparisons:
+                tuned = self.edited(other)[0] if isinstance(other, EditSpec) else self.finetuned()
+                self._comparisons[other] = compare(self.model, tuned, concepts, None, k=self.k, lam=self.lam)
+                while len(self._comparisons) > MAX_EDITED:
+                    self._comparisons.popitem(last=False)
+            return self._comparisons[other]
 
-        return self._once(("compare", other), build)
+    def finetuned(self) -> Any:
+        """The ``finetuned`` model, loaded once (outside the forward-pass lock)."""
+        from sith_lens.adapters.loading import load_clip
+
+        if self.finetuned_spec is None:
+            raise ValueError("no fine-tuned model: start the explorer with --finetuned MODEL")
+        if "finetuned" not in self._cache:
+            self._cache["finetuned"] = load_clip(self.finetuned_spec)
+        return self._cache["finetuned"]
+
+    # -- predictions ----------------------------------------------------------------------------------
+    def sample_predictions(self, key: Any, predict: Callable[[], T]) -> T:
+        """``predict()`` (zero-shot probabilities of the sample images), cached under ``key`` for the
+        last ``MAX_PREDICTIONS`` keys: the samples are fixed, so the same edit and prompts give the
+        same answer for every user."""
+        with self.lock:
+            if key in self._predictions:
+                self._predictions.move_to_end(key)
+                return self._predictions[key]
+            value = self._predictions[key] = predict()
+            while len(self._predictions) > MAX_PREDICTIONS:
+                self._predictions.popitem(last=False)
+            return value
 
     # -- LUCID ----------------------------------------------------------------------------------------
     def sae(self) -> Any:
@@ -254,3 +301,28 @@ def default_download_dir() -> Path:
     import tempfile
 
     return Path(tempfile.gettempdir()) / "sith-lens-demo"
+
+
+def prune_folder(folder: Path, pattern: str, keep: int) -> int:
+    """Delete all but the ``keep`` most recently modified files matching ``pattern`` in ``folder``;
+    returns how many were deleted (files another process removed first are skipped).
+
+    Example:
+        >>> prune_folder(default_download_dir(), "edited-*.zip", keep=8)
+        0
+    """
+    files = []
+    for file in folder.glob(pattern):
+        try:
+            files.append((file.stat().st_mtime, file))
+        except OSError:
+            pass
+    files.sort(reverse=True)
+    removed = 0
+    for _, file in files[keep:]:
+        try:
+            file.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
