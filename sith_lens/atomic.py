@@ -12,9 +12,22 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed.
+
+    The temporary file is ``.NAME.PID.XXXX.tmp``: a later write to ``path`` removes those of
+    writers that were killed.
 
     Example:
         >>> with atomic_path("out/report.png") as tmp:
@@ -23,7 +36,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"the folder of {path} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent)
+    for stale in path.parent.glob(f".{path.name}.*{suffix}"):  # left by writers that were killed
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -56,16 +73,6 @@ OWNER_FILE = ".sith-lens-writer"
 
 def _old(path: Path) -> Path:
     return path.with_name(f".{path.name}{OLD_SUFFIX}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def recover_directory(path: str | os.PathLike) -> bool:

@@ -106,3 +106,15 @@ def test_an_error_inside_leaves_the_previous_output(tmp_path):
             raise RuntimeError("late failure")
     assert (out / "x").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_temp_files_of_killed_file_writers_are_removed_by_the_next_write(tmp_path):
+    from sith_lens.atomic import write_text_atomic
+
+    dead = tmp_path / ".r.json.999999999.abcd.tmp"
+    live = tmp_path / f".r.json.{os.getpid()}.efgh.tmp"
+    other = tmp_path / ".notes.txt.999999999.abcd.tmp"  # another target's: not ours to judge now
+    for f in (dead, live, other):
+        f.write_text("partial")
+    write_text_atomic(tmp_path / "r.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "r.json"])
