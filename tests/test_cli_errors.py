@@ -22,6 +22,10 @@ def files(tmp_path_factory):
     empty_config = root / "empty-config"
     empty_config.mkdir()
     (empty_config / "config.json").write_text("{}")
+    empty_sae = root / "empty-sae"
+    empty_sae.mkdir()
+    (empty_sae / "cfg.json").write_text("{}")
+    (empty_sae / "sae_weights.safetensors").write_bytes(b"")
     (root / "list.json").write_text("[1, 2, 3]")
     (root / "blank.txt").write_text("\n  \n")
     (root / "a-file").write_text("x")
@@ -68,6 +72,7 @@ CASES = [
     (["lucid", "train", "--resume", "{root}/missing", "--out", "{root}/run"], "--resume"),
     (["lucid", "collect", "--toy-pairs", "0", "--out", "{root}/acts"], "--toy-pairs: must be an integer >= 1"),
     (["lucid", "label", "--sae", "{root}/missing"], "not a saved SAE"),
+    (["lucid", "label", "--sae", "{root}/empty-sae"], "names no architecture, so it is not a saved SAELens SAE"),
     (["lucid", "label", "--min-purity", "2"], "--min-purity"),
     (["lucid", "ground", "--image", "{root}/red.png", "--caption", "a the of"], "no content word"),
     (["lucid", "ground", "--image", "{root}/missing.png", "--caption", "a red circle"], "missing.png"),
