@@ -182,11 +182,7 @@ class Workbench:
                 if query:
                     q = concept_multipliers(result, list(query), value, threshold=spec.threshold, layers=spec.layers)
                     m = torch.where(q != 1, q, m)
-            entry = (edit_heads(self.model, result, m), m)
-            self._edited[spec] = entry
-            while len(self._edited) > MAX_EDITED:
-                self._edited.popitem(last=False)
-            return entry
+            return _remember(self._edited, spec, (edit_heads(self.model, result, m), m), MAX_EDITED)
 
     # -- compare --------------------------------------------------------------------------------------
     def comparison(self, other: str | EditSpec) -> Any:
@@ -203,12 +199,11 @@ class Workbench:
             return self._comparisons[other]
         concepts = self.concepts()
         with self.compare_lock:
-            if other not in self._comparisons:
-                tuned = self.edited(other)[0] if isinstance(other, EditSpec) else self.finetuned()
-                self._comparisons[other] = compare(self.model, tuned, concepts, None, k=self.k, lam=self.lam)
-                while len(self._comparisons) > MAX_EDITED:
-                    self._comparisons.popitem(last=False)
-            return self._comparisons[other]
+            if other in self._comparisons:
+                return self._comparisons[other]
+            tuned = self.edited(other)[0] if isinstance(other, EditSpec) else self.finetuned()
+            cmp = compare(self.model, tuned, concepts, None, k=self.k, lam=self.lam)
+            return _remember(self._comparisons, other, cmp, MAX_EDITED)
 
     def finetuned(self) -> Any:
         """The ``finetuned`` model, loaded once (outside the forward-pass lock)."""
@@ -229,10 +224,7 @@ class Workbench:
             if key in self._predictions:
                 self._predictions.move_to_end(key)
                 return self._predictions[key]
-            value = self._predictions[key] = predict()
-            while len(self._predictions) > MAX_PREDICTIONS:
-                self._predictions.popitem(last=False)
-            return value
+            return _remember(self._predictions, key, predict(), MAX_PREDICTIONS)
 
     # -- LUCID ----------------------------------------------------------------------------------------
     def sae(self) -> Any:
@@ -294,6 +286,14 @@ class Workbench:
             return LucidCorpus(images, acts, report)
 
         return self._once("lucid_corpus", build)
+
+
+def _remember(store: OrderedDict, key: Any, value: T, limit: int) -> T:
+    """Put ``value`` under ``key`` in the LRU ``store`` and drop the oldest entries beyond ``limit``."""
+    store[key] = value
+    while len(store) > limit:
+        store.popitem(last=False)
+    return value
 
 
 def default_download_dir() -> Path:
