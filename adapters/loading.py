@@ -476,13 +476,11 @@ def load_clip(
 
 def _check_finite_weights(model: HookedCLIP) -> None:
     """Refuse a model with NaN or infinite weights: every activation and explanation would be NaN."""
-    from sith_lens.checks import check_finite
+    from sith_lens.checks import check_finite_tensors
 
-    for tower in ("vision", "text"):
-        for key, tensor in getattr(model, tower).state_dict().items():
-            check_finite(f"{model.cfg.model_name}: {tower}.{key}", tensor,
-                         fix="the checkpoint is broken (a diverged training run or a damaged file); "
-                         "load an earlier checkpoint or download it again")
+    tensors = {f"{tower}.{key}": t for tower in ("vision", "text") for key, t in getattr(model, tower).state_dict().items()}
+    check_finite_tensors(tensors, model.cfg.model_name, fix="the checkpoint is broken (a diverged training run or a "
+                         "damaged file); load an earlier checkpoint or download it again")
 
 
 def _is_open_clip(spec: Any) -> bool:
@@ -588,8 +586,7 @@ def _load_hf_model(name: str, local: Path | None) -> Any:
         ) from None
     _check_weight_dtypes(local, where)
     info = dict(info)
-    # buffers that older transformers versions saved and newer ones rebuild: harmless
-    info["unexpected_keys"] = [k for k in info.get("unexpected_keys", []) if not k.endswith("position_ids")]
+    info["unexpected_keys"] = [k for k in info.get("unexpected_keys", []) if not _rebuilt_buffer(k)]
     problems = {k: sorted(v) for k, v in info.items()
                 if k in ("missing_keys", "mismatched_keys", "unexpected_keys") and v}
     if problems:
@@ -600,6 +597,11 @@ def _load_hf_model(name: str, local: Path | None) -> Any:
             f"config.json that came with the weights, or save the model again"
         )
     return hf_model.eval()
+
+
+def _rebuilt_buffer(key: str) -> bool:
+    """A buffer older transformers versions saved (integer position ids) and newer ones rebuild."""
+    return key.endswith("position_ids")
 
 
 def _check_weight_dtypes(local: Path | None, where: str) -> None:
@@ -616,7 +618,7 @@ def _check_weight_dtypes(local: Path | None, where: str) -> None:
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
                 dtype = f.get_slice(key).get_dtype()
-                if not dtype.startswith(("F", "BF")) and not key.endswith("position_ids"):
+                if not dtype.startswith(("F", "BF")) and not _rebuilt_buffer(key):
                     bad.append(f"{key} ({dtype})")
     if bad:
         raise ValueError(

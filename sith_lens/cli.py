@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from sith_lens.cli_args import (
-    ArgumentParser, finite_float, host, int_at_least, layer_selection, png_path, port, share, template,
+    ArgumentParser, finite_float, host, int_at_least, layer_selection, output_folder, png_path, port, share,
+    template,
 )
 from sith_lens.limits import MAX_MULTIPLIER
 
@@ -78,8 +79,6 @@ EXPLAIN_OUTPUTS = ("sith.json", "report.html")
 def _output_folder(path: str, ours: tuple[str, ...]) -> Path:
     """``path`` as a folder this command may replace as a whole: new, or holding only ``ours``."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a folder, but {out} is a file; choose another path")
     if out.is_dir():
         others = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if others:
@@ -121,8 +120,6 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         raise ValueError("--boost-classes sets a multiplier on every singular vector; use it without --suppress/--amplify")
     if classes and args.result:
         raise ValueError("--boost-classes needs the concept dictionary: leave out --result")
-    if Path(args.out).is_file():
-        raise ValueError(f"--out must be a checkpoint folder, but {args.out} is a file; choose another path")
     saved = SITHResult.from_json(args.result) if args.result else None  # a bad file fails before the model loads
     model = load_clip(args.model)
     layers = parse_layers(args.layers, model.vision.cfg.n_layers)
@@ -224,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--centering", default="auto", choices=["auto", "image", "none"],
                     help="image-side centring of the read-out (default auto: the model's saved image mean if any)")
     ex.add_argument("--report-vectors", type=int_at_least(1), default=16, help="singular vectors per head in the HTML report")
-    ex.add_argument("--out", default="sith-out", help="output folder (default: sith-out)")
+    ex.add_argument("--out", type=output_folder, default="sith-out", help="output folder (default: sith-out)")
     ex.set_defaults(func=_cmd_explain)
     ed = sub.add_parser("edit", help="SITH edit: suppress or amplify concepts in the heads' weights; writes a checkpoint")
     ed.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
@@ -241,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
     ed.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
     ed.add_argument("--lam", type=finite_float(0), default=0.3, help="COMP coherence weight (default: 0.3)")
-    ed.add_argument("--out", required=True, help="checkpoint folder to write")
+    ed.add_argument("--out", type=output_folder, required=True, help="checkpoint folder to write")
     ed.set_defaults(func=_cmd_edit)
     cp = sub.add_parser("compare", help="base vs fine-tuned: basis stability, singular-value ratios, SITH of the update")
     cp.add_argument("base", help="base model spec (e.g. toy)")

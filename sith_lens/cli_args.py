@@ -122,6 +122,15 @@ def torch_device(text: str) -> str:
     return text
 
 
+def output_folder(text: str) -> str:
+    """A folder to write: new, or an existing folder (not a file)."""
+    from pathlib import Path
+
+    if Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"must be a folder, but {text} is a file; choose another path")
+    return text
+
+
 def png_path(text: str) -> str:
     """A path ending in .png."""
     if not text.lower().endswith(".png"):

@@ -70,6 +70,7 @@ CASES = [
     (["lucid", "train", "--batch-size", "1", "--out", "{root}/run"], "--batch-size: must be an integer >= 2"),
     (["lucid", "train", "--acts", "{root}/missing", "--out", "{root}/run"], "holds no LUCID activations"),
     (["lucid", "train", "--resume", "{root}/missing", "--out", "{root}/run"], "--resume"),
+    (["lucid", "train", "--out", "{root}/a-file"], "--out: must be a folder, but"),
     (["lucid", "collect", "--toy-pairs", "0", "--out", "{root}/acts"], "--toy-pairs: must be an integer >= 1"),
     (["lucid", "label", "--sae", "{root}/missing"], "not a saved SAE"),
     (["lucid", "label", "--sae", "{root}/empty-sae"], "names no architecture, so it is not a saved SAELens SAE"),

@@ -8,6 +8,7 @@ with ``gradio_client`` as well as in a browser.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from typing import Any, Callable
 
@@ -28,8 +29,11 @@ MAX_QUEUE = 64
 MAX_UPLOAD = "32mb"
 #: Every ``[0]`` seconds, Gradio deletes the uploads and outputs it cached more than ``[1]`` seconds ago.
 DELETE_CACHE = (600, 3600)
-#: Images the app writes for galleries and previews, kept in its temp folder (oldest removed first).
+#: Images the app writes for galleries and previews, kept in its temp folder (oldest removed first,
+#: checked every ``PRUNE_EVERY`` new images rather than on each one).
 MAX_IMAGE_FILES = 2000
+PRUNE_EVERY = 200
+_new_images = itertools.count(1)
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -68,7 +72,8 @@ def _as_file(image: Any) -> Any:
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
             tmp.write(data)
         os.replace(tmp.name, target)
-        prune_folder(folder, "*.png", MAX_IMAGE_FILES)
+        if next(_new_images) % PRUNE_EVERY == 0:
+            prune_folder(folder, "*.png", MAX_IMAGE_FILES)
     return str(target)
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cli_args import finite_float, int_at_least, torch_device
+from ..cli_args import finite_float, int_at_least, output_folder, torch_device
 from .collect import JOINT
 
 
@@ -64,8 +64,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not (Path(args.resume) / "trainer_state.pt").is_file():
         raise ValueError(f"--resume {args.resume} is not a checkpoint folder (no trainer_state.pt); pass one of "
                          "OUT/checkpoints/* from a run with --checkpoints")
-    if Path(args.out).is_file():
-        raise ValueError(f"--out must be a folder, but {args.out} is a file; choose another path")
     acts = PairedActivations.load(args.acts) if args.acts else _collect(args, use_cache=True)
     train, holdout = acts.split(args.holdout) if args.holdout else (acts, None)
     cfg = TrainingLucidSAEConfig(
@@ -166,7 +164,7 @@ def add_lucid_parser(sub: Any) -> None:
     commands = lucid.add_subparsers(dest="lucid_command", required=True)
     col = commands.add_parser("collect", help="collect paired patch and token activations to a folder")
     _add_data_options(col)
-    col.add_argument("--out", required=True, help="folder to write the activations to")
+    col.add_argument("--out", type=output_folder, required=True, help="folder to write the activations to")
     col.set_defaults(func=_cmd_collect)
     tr = commands.add_parser("train", help="train a LUCID SAE; writes OUT/final (SAELens format) and checkpoints")
     _add_data_options(tr)
@@ -183,7 +181,7 @@ def add_lucid_parser(sub: Any) -> None:
     tr.add_argument("--checkpoints", type=int_at_least(0), default=0, help="resumable checkpoints to save (default: 0)")
     tr.add_argument("--resume", default=None, help="a checkpoint folder to resume from")
     tr.add_argument("--device", type=torch_device, default="cpu", help="torch device (default: cpu)")
-    tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument("--out", type=output_folder, required=True, help="output folder")
     tr.set_defaults(func=_cmd_train)
     lab = commands.add_parser("label", help="label every shared latent by term clustering; writes JSON")
     _add_data_options(lab)
