@@ -37,9 +37,8 @@ class SAESplicing:
         return self.__dict__.setdefault("_spliced_saes", {})
 
     def _resolve(self, sae: Any, hook_name: str | None) -> tuple[Any, str]:
-        view = getattr(sae, "view", None)
-        if callable(view) and hasattr(sae, "modality_weights"):  # a two-modality LUCID SAE
-            sae = view(self.cfg.modality)
+        if sae.cfg.architecture() == "lucid":  # a two-modality LUCID SAE: this tower's view
+            sae = sae.view(self.cfg.modality)
         name = hook_name or sae.cfg.metadata.hook_name
         if name is None:
             raise ValueError("the SAE's metadata names no hook_name; pass add_sae(sae, hook_name=...)")

@@ -52,7 +52,9 @@ from sae_lens.config import SAETrainerConfig
 from scipy.optimize import linear_sum_assignment
 
 import sith_lens as sl
-from sith_lens.adapters.sae_lens import TrainingLucidSAE, TrainingLucidSAEConfig, train_lucid
+from sith_lens.lucid.defaults import DEFAULTS
+from sith_lens.lucid.sae import TrainingLucidSAE, TrainingLucidSAEConfig, train_lucid
+from sith_lens.lucid.sae.trainer import _progress_bar
 from sith_lens.lucid.collect import collect_toy_activations
 from sith_lens.lucid.data import PairedActivations
 from sith_lens.lucid.evaluate import encode_pairs, n_shared, pointing_game, reconstruction_report
@@ -72,9 +74,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "balanced_ot": {"ot_patch_mass": 1.0},
     "no_warm_up": {"ot_warm_up_steps": 0},
     "uniform_token_weights": {},  # function words weighted as content words (data change, below)
-    "ot_every_step": {"ot_every": 1},
-    "cost_on_codes": {"ot_cost_k": 0},
-    "patch_mass_0.5": {"ot_patch_mass": 0.5},
+    "lazy_transport_every_4": {"ot_every": 4},
+    "cost_on_top_16": {"ot_cost_k": 16},
+    "patch_mass_0.2": {"ot_patch_mass": 0.2},
 }
 
 
@@ -134,8 +136,6 @@ def train_topk(rows: Any, d_sae: int, k: int, steps: int, batch_rows: int, lr: f
             yield rows[torch.randint(len(rows), (batch_rows,), generator=g)]
 
     trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=batches())
-    from sith_lens.adapters.lucid_training import _progress_bar
-
     with _progress_bar(False):
         trainer.fit()
     return sae.eval()
@@ -356,11 +356,11 @@ def main() -> None:
     parser.add_argument("--eval-seeds", default=",".join(map(str, EVAL_SEEDS)), help="held-out scene seeds")
     parser.add_argument("--train-seeds", default="0,1", help="initialisation and batch-order seeds of every model")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--model", default="toy", help="toy CLIP to collect activations from (default: the shipped one)")
-    parser.add_argument("--d-sae", type=int, default=1024)
-    parser.add_argument("--n-private", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--d-sae", type=int, default=DEFAULTS.d_sae)
+    parser.add_argument("--n-private", type=int, default=DEFAULTS.n_private)
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
     parser.add_argument("--no-ablations", action="store_true", help="only LUCID and the two baselines")
     parser.add_argument("--quick", action="store_true", help="smoke run: 512 pairs, 40 steps, one training seed, no ablations")
     args = parser.parse_args()
@@ -373,8 +373,9 @@ def main() -> None:
     train = collect_toy_activations(model, args.pairs, seed=TRAIN_SEED, progress=False)
     held_out = {e: collect_toy_activations(model, args.eval_pairs, seed=e, progress=False) for e in eval_seeds}
     first = held_out[eval_seeds[0]]
+    # every other setting (Top-K budgets, losses) is the release's recipe, DEFAULTS
     cfg = TrainingLucidSAEConfig(d_in=train.d_in, d_sae=args.d_sae, n_private_vision=args.n_private,
-                                 n_private_text=args.n_private, k_shared=8, k_private=2)
+                                 n_private_text=args.n_private)
     k = cfg.k_shared + cfg.k_private
 
     # -- the pointing game: every model and baseline map on the same words, every seed --------------------

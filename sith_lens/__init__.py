@@ -58,14 +58,15 @@ _LAZY = {
     "collect_folder_activations": "sith_lens.lucid.collect",
     "label_latents": "sith_lens.lucid.interpret",
     "PairedActivations": "sith_lens.lucid.data",
-    "LucidSAE": "sith_lens.adapters.sae_lens",
-    "LucidSAEConfig": "sith_lens.adapters.sae_lens",
-    "TrainingLucidSAEConfig": "sith_lens.adapters.sae_lens",
-    "train_lucid": "sith_lens.adapters.sae_lens",
-    "load_lucid": "sith_lens.adapters.sae_lens",
+    "LucidSAE": "sith_lens.lucid.sae",
+    "LucidView": "sith_lens.lucid.sae",
+    "LucidSAEConfig": "sith_lens.lucid.sae",
+    "TrainingLucidSAEConfig": "sith_lens.lucid.sae",
+    "train_lucid": "sith_lens.lucid.sae",
+    "load_lucid": "sith_lens.lucid.sae",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "register", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -81,18 +82,29 @@ def __dir__() -> list[str]:
 
 
 # -- LUCID's SAELens registration --------------------------------------------------------------------
-# SAELens takes seconds to import, so ``import sith_lens`` does not import it. Registration of the
-# "lucid" architecture happens the moment sae_lens is imported (at once if it already is).
+# SAELens takes seconds to import, so ``import sith_lens`` does not import it. Importing the package
+# sith_lens.lucid.sae registers LUCID (its last line calls register()); that happens the moment
+# sae_lens is imported (at once if it already is). If sith_lens.lucid.sae is itself being imported
+# (it imported sae_lens), it finishes and registers on its own.
+
+
+def register() -> None:
+    """Register LUCID's SAELens architectures and the packaged release (idempotent). ``import
+    sith_lens`` already arranges this for the moment ``sae_lens`` is imported; call it yourself
+    after ``get_pretrained_saes_directory.cache_clear()`` in code that replaced that function.
+
+    Example:
+        >>> import sith_lens
+        >>> sith_lens.register()
+    """
+    importlib.import_module("sith_lens.lucid.sae").register()
 
 
 def _register_lucid() -> None:
-    # lucid_sae registers LucidSAE when it finishes, then imports lucid_training, which registers
-    # the training class. If lucid_sae is being imported right now (it imported sae_lens), it is
-    # left to finish that itself.
-    if "sith_lens.adapters.lucid_sae" in sys.modules:
+    if "sith_lens.lucid.sae" in sys.modules:
         return
     try:
-        importlib.import_module("sith_lens.adapters.lucid_sae")
+        importlib.import_module("sith_lens.lucid.sae")
     except Exception as err:  # never break the user's own import of sae_lens
         warnings.warn(f"sith_lens could not register LUCID with SAELens: {err}", RuntimeWarning, stacklevel=2)
 

@@ -23,14 +23,14 @@ def toy_acts(toy):
 
 
 def small_cfg(**kw):
-    from sith_lens.adapters.sae_lens import LucidSAEConfig
+    from sith_lens.lucid.sae import LucidSAEConfig
 
     base = dict(d_in=128, d_sae=96, n_private_vision=16, n_private_text=8, k_shared=6, k_private=2)
     return LucidSAEConfig(**{**base, **kw})
 
 
 def small_training_cfg(**kw):
-    from sith_lens.adapters.sae_lens import TrainingLucidSAEConfig
+    from sith_lens.lucid.sae import TrainingLucidSAEConfig
 
     base = dict(d_in=128, d_sae=96, n_private_vision=16, n_private_text=8, k_shared=6, k_private=2, k_aux=16)
     return TrainingLucidSAEConfig(**{**base, **kw})
@@ -48,7 +48,7 @@ def test_block_topk_keeps_separate_budgets():
 
 
 def test_codes_stay_in_their_blocks():
-    from sith_lens.adapters.sae_lens import LucidSAE
+    from sith_lens.lucid.sae import LucidSAE
 
     sae = LucidSAE(small_cfg())
     blocks = latent_slices(72, 16, 8)
@@ -59,37 +59,38 @@ def test_codes_stay_in_their_blocks():
 
 
 def test_views_follow_saelens_formulas(toy_acts):
-    """A view's raw-unit weights reproduce its encode and decode exactly."""
-    from sith_lens.adapters.sae_lens import LucidSAE
+    """A view's own raw-unit weights give its encode and decode exactly, as SAELens's formulas say."""
+    from sith_lens.lucid.sae import LucidSAE
 
     sae = LucidSAE(small_cfg())
     with torch.no_grad():
         for p in sae.parameters():
             p.add_(0.05 * torch.randn_like(p))
-        sae.scale_vision.fill_(3.0)
+        sae.vision.W_dec.mul_(3.0)
     x = toy_acts.patches[:4].reshape(-1, 128)
     view = sae.vision
     codes = view.encode(x)
     pre = (x - view.b_dec) @ view.W_enc + view.b_enc
-    visible = sae.visible("vision")
+    visible = torch.cat([torch.arange(72), torch.arange(72, 88)])  # shared, then vision-private
     expected = torch.zeros_like(pre)
     expected[:, visible] = block_topk(pre[:, visible], 72, 6, 2)
     torch.testing.assert_close(codes, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(view.decode(codes), codes @ view.W_dec + view.b_dec, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(view(x), sae(x, modality="vision"))
+    assert dict(view.named_parameters()).keys() == {"W_enc", "b_enc", "W_dec", "b_dec"}
 
 
 # -- SAELens integration -------------------------------------------------------------------------------
 def test_save_load_and_from_dict_round_trip(tmp_path):
     from sae_lens import SAE
 
-    from sith_lens.adapters.sae_lens import LucidSAE
+    from sith_lens.lucid.sae import LucidSAE
 
     sae = LucidSAE(small_cfg())
     sae.cfg.metadata.hook_name_vision = "hook_joint_tokens"
     sae.cfg.metadata.hook_name_text = "blocks.1.hook_resid_post"
     with torch.no_grad():
-        sae.b_enc_text.add_(0.3)
+        sae.text.b_enc.add_(0.3)
     sae.save_model(tmp_path / "sae")
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
     assert cfg["architecture"] == "lucid" and cfg["metadata"]["hook_name_text"] == "blocks.1.hook_resid_post"
@@ -109,38 +110,38 @@ def test_save_load_and_from_dict_round_trip(tmp_path):
 def test_registration_is_idempotent_and_follows_sae_lens_import():
     from sae_lens.registry import SAE_CLASS_REGISTRY, SAE_TRAINING_CLASS_REGISTRY
 
-    from sith_lens.adapters import lucid_sae, sae_lens
+    from sith_lens.lucid.sae import LucidSAE, LucidSAEConfig, registry
 
-    before = (SAE_CLASS_REGISTRY["lucid"], SAE_TRAINING_CLASS_REGISTRY["lucid"])
-    sae_lens.register()
-    sae_lens.register()
-    assert (SAE_CLASS_REGISTRY["lucid"], SAE_TRAINING_CLASS_REGISTRY["lucid"]) == before
+    before = (SAE_CLASS_REGISTRY["lucid"], SAE_CLASS_REGISTRY["lucid_view"], SAE_TRAINING_CLASS_REGISTRY["lucid"])
+    sith_lens.register()
+    sith_lens.register()
+    assert (SAE_CLASS_REGISTRY["lucid"], SAE_CLASS_REGISTRY["lucid_view"], SAE_TRAINING_CLASS_REGISTRY["lucid"]) == before
     with pytest.raises(ValueError, match="already registered"):
-        lucid_sae.register_in({"lucid": (dict, dict)}, (lucid_sae.LucidSAE, lucid_sae.LucidSAEConfig))
+        registry._put({"lucid": (dict, dict)}, "lucid", (LucidSAE, LucidSAEConfig))
     # a fresh interpreter: `import sith_lens` does not import sae_lens, but registers as soon as it is
     code = (
         "import sys, sith_lens; assert 'sae_lens' not in sys.modules\n"
         "from sae_lens.registry import SAE_CLASS_REGISTRY as A, SAE_TRAINING_CLASS_REGISTRY as B\n"
-        "print(A['lucid'][0].__name__, B['lucid'][0].__name__)"
+        "print(A['lucid'][0].__name__, A['lucid_view'][0].__name__, B['lucid'][0].__name__)"
     )
     out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code],
                          capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["LucidSAE", "TrainingLucidSAE"]
+    assert out.stdout.split() == ["LucidSAE", "LucidView", "TrainingLucidSAE"]
 
 
-def test_reimported_module_replaces_its_own_registration():
+def test_reimported_modules_replace_their_own_registration():
     code = (
         "import importlib, sith_lens\n"
-        "from sith_lens.adapters import lucid_sae\n"
+        "from sith_lens.lucid.sae import inference, registry\n"
         "from sae_lens.registry import SAE_CLASS_REGISTRY\n"
-        "module = importlib.reload(lucid_sae)\n"
+        "module = importlib.reload(inference)\n"
+        "importlib.reload(registry).register()\n"
         "print(SAE_CLASS_REGISTRY['lucid'][0] is module.LucidSAE)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
 
-# -- transport ---------------------------------------------------------------------------------------
 def test_sinkhorn_plans_have_the_requested_marginals():
     torch.manual_seed(0)
     cost = torch.rand(6, 16, 5)
@@ -251,7 +252,7 @@ def _loss_on(sae, batch):
 def test_training_decreases_loss_and_saves_a_loadable_sae(toy_acts, tmp_path):
     from sae_lens import SAE
 
-    from sith_lens.adapters.sae_lens import LucidSAE, TrainingLucidSAE, train_lucid
+    from sith_lens.lucid.sae import LucidSAE, TrainingLucidSAE, train_lucid
 
     cfg = small_training_cfg()
     batch = toy_acts.batch_at(0, 32, seed=0)
@@ -259,22 +260,33 @@ def test_training_decreases_loss_and_saves_a_loadable_sae(toy_acts, tmp_path):
     start = TrainingLucidSAE(cfg)
     start.initialize_from_data(toy_acts)
     before, _ = _loss_on(start, batch)
-    final = train_lucid(toy_acts, cfg, steps=40, batch_size=16, lr=3e-3, seed=0, out_dir=tmp_path, progress=False)
-    trained = TrainingLucidSAE(cfg)
-    trained.load_state_dict(final.state_dict())
-    after, out = _loss_on(trained, batch)
-    assert after < 0.8 * before, (before, after)
+    _, out = _loss_on(start, batch)
     assert out.losses["gcmt"] > 0 and out.metrics["ot_marginal_error"] < 1e-3
-    torch.testing.assert_close(final.W_dec.norm(dim=-1), torch.ones(96))
+    final = train_lucid(toy_acts, cfg, steps=40, batch_size=16, lr=3e-3, seed=0, out_dir=tmp_path, progress=False)
+    rows = {"vision": batch.patch_rows, "text": batch.token_rows}
+    with torch.no_grad():
+        fvus = {name: sum(float(fvu(x, sae.view(m)(x))) for m, x in rows.items())
+                for name, sae in (("before", start.to_inference()), ("after", final))}
+    assert fvus["after"] < 0.8 * fvus["before"], fvus
+    # one dictionary: a shared latent's decoder rows point the same way in both views, and each
+    # view's rows have the length of its modality's scale
+    shared = slice(0, cfg.n_shared)
+    norms = {m: final.view(m).W_dec.norm(dim=-1) for m in rows}
+    for m in rows:
+        torch.testing.assert_close(norms[m], norms[m][:1].expand(96))
+    torch.testing.assert_close(final.vision.W_dec[shared] / norms["vision"][0], final.text.W_dec[shared] / norms["text"][0])
     loaded = SAE.load_from_disk(tmp_path / "final")
     assert type(loaded) is LucidSAE
-    torch.testing.assert_close(loaded.W_dec, final.W_dec)
+    torch.testing.assert_close(loaded.vision.W_dec, final.vision.W_dec)
+    meta = loaded.cfg.metadata
+    assert 0 < meta.variance_explained_vision < 1 and 0 < meta.l0_text <= 8, meta
+    assert loaded.vision.cfg.metadata.variance_explained == meta.variance_explained_vision
 
 
 def test_training_step_matches_the_inference_maths(toy_acts):
     """The training step's sparse path (visible latents, embedding-bag decode) gives the codes,
     pre-activations and reconstructions of the inference SAE's dense, hooked path."""
-    from sith_lens.adapters.sae_lens import TrainingLucidSAE
+    from sith_lens.lucid.sae import TrainingLucidSAE
 
     torch.manual_seed(0)
     sae = TrainingLucidSAE(small_training_cfg())
@@ -285,7 +297,8 @@ def test_training_step_matches_the_inference_maths(toy_acts):
         out = _step(sae, batch, 1)
         rows = {"vision": batch.patch_rows, "text": batch.token_rows}
         codes = torch.cat([inference.encode(rows[m], m) for m in ("vision", "text")])
-        pre = torch.cat([inference.encode_normalized(rows[m], m, inference)[1] for m in ("vision", "text")])
+        pre = torch.cat([(rows[m] - inference.view(m).b_dec) @ inference.view(m).W_enc + inference.view(m).b_enc
+                         for m in ("vision", "text")])
         recons = torch.cat([inference.decode(inference.encode(rows[m], m), m) for m in ("vision", "text")])
     torch.testing.assert_close(out.feature_acts, codes)
     torch.testing.assert_close(out.hidden_pre, pre)
@@ -307,7 +320,7 @@ def test_sparse_decode_equals_the_dense_product():
 
 
 def test_lazy_transport_runs_every_nth_step_with_n_times_the_weight(toy_acts):
-    from sith_lens.adapters.sae_lens import TrainingLucidSAE
+    from sith_lens.lucid.sae import TrainingLucidSAE
 
     batch = toy_acts.batch_at(0, 16, seed=0)
     torch.manual_seed(0)
@@ -330,7 +343,7 @@ def test_progress_bar_shows_the_last_transport_loss(toy_acts):
     from sae_lens.config import SAETrainerConfig
     from tqdm import tqdm
 
-    from sith_lens.adapters.sae_lens import LucidTrainer, TrainingLucidSAE
+    from sith_lens.lucid.sae import LucidTrainer, TrainingLucidSAE
 
     torch.manual_seed(0)
     sae = TrainingLucidSAE(small_training_cfg(ot_every=2, ot_warm_up_steps=0))  # full weight at once
@@ -351,7 +364,7 @@ def test_progress_bar_shows_the_last_transport_loss(toy_acts):
 
 
 def test_wider_cost_cut_sends_alignment_gradient_below_the_top_k(toy_acts):
-    from sith_lens.adapters.sae_lens import TrainingLucidSAE
+    from sith_lens.lucid.sae import TrainingLucidSAE
 
     batch = toy_acts.batch_at(0, 4, seed=0)  # few patches, many latents: some latents are in no code
     grads = {}
@@ -378,20 +391,20 @@ def test_training_config_rejects_bad_lazy_and_cost_settings():
 
 
 def test_training_is_seeded_and_resumable(toy_acts, tmp_path):
-    from sith_lens.adapters.sae_lens import train_lucid
+    from sith_lens.lucid.sae import train_lucid
 
     cfg = small_training_cfg()
     args = dict(steps=12, batch_size=16, lr=3e-3, seed=1, progress=False)
     full = train_lucid(toy_acts, cfg, **args)
     again = train_lucid(toy_acts, cfg, **args)
     # equal up to float rounding (CPU reductions may round differently with memory alignment)
-    torch.testing.assert_close(full.W_dec, again.W_dec, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(full.vision.W_dec, again.vision.W_dec, rtol=1e-5, atol=1e-6)
     train_lucid(toy_acts, cfg, out_dir=tmp_path / "run", n_checkpoints=1, **args)
     checkpoints = list((tmp_path / "run" / "checkpoints").iterdir())
     assert len(checkpoints) == 1
     resumed = train_lucid(toy_acts, cfg, resume_from=checkpoints[0], **args)
-    torch.testing.assert_close(resumed.W_dec, full.W_dec, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(resumed.W_enc_text, full.W_enc_text, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(resumed.vision.W_dec, full.vision.W_dec, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(resumed.text.W_enc, full.text.W_enc, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoints_are_whole_and_resume_refuses_an_inconsistent_one(toy_acts, tmp_path, monkeypatch):
@@ -400,8 +413,8 @@ def test_checkpoints_are_whole_and_resume_refuses_an_inconsistent_one(toy_acts, 
     import json
     import pickle
 
-    from sith_lens.adapters.lucid_training import CHECKPOINT_MANIFEST
-    from sith_lens.adapters.sae_lens import train_lucid
+    from sith_lens.lucid.sae.trainer import CHECKPOINT_MANIFEST
+    from sith_lens.lucid.sae import train_lucid
 
     cfg = small_training_cfg()
     args = dict(steps=8, batch_size=16, lr=3e-3, seed=1, progress=False)
@@ -442,7 +455,7 @@ def test_checkpoints_are_whole_and_resume_refuses_an_inconsistent_one(toy_acts, 
             return (open, (str(tmp_path / "pwned"), "w"))
 
     def craft(c):
-        from sith_lens.adapters.lucid_training import _file_hashes
+        from sith_lens.lucid.sae.trainer import _file_hashes
 
         (c / "trainer_state.pt").write_bytes(pickle.dumps({"optimizer": Payload()}))
         manifest = json.loads((c / CHECKPOINT_MANIFEST).read_text())
@@ -461,7 +474,7 @@ def test_bad_input_is_rejected_clearly(toy, toy_acts, tmp_path):
     from sae_lens import SAE
     from sae_lens.saes.sae import TrainStepInput
 
-    from sith_lens.adapters.sae_lens import LucidSAE, TrainingLucidSAE, load_lucid, train_lucid
+    from sith_lens.lucid.sae import LucidSAE, TrainingLucidSAE, load_lucid, train_lucid
 
     sae = LucidSAE(small_cfg())
     with pytest.raises(ValueError, match="d_in=128"):
@@ -492,8 +505,9 @@ def test_bad_input_is_rejected_clearly(toy, toy_acts, tmp_path):
     (tmp_path / "ok" / "sae_weights.safetensors").write_bytes((tmp_path / "other" / "sae_weights.safetensors").read_bytes())
     with pytest.raises(ValueError, match="do not match cfg.json"):
         SAE.load_from_disk(tmp_path / "ok")
-    with pytest.raises(TypeError, match="save the LucidSAE"):
+    with pytest.raises(ValueError, match="holds one view already"):
         sae.text.save_model(tmp_path / "view")
+        load_lucid(tmp_path / "view", modality="text")
     with pytest.raises(FileNotFoundError, match="not a saved SAE"):
         load_lucid(tmp_path / "missing")
 
@@ -504,8 +518,8 @@ def test_non_finite_activations_configs_weights_and_losses_are_refused(toy_acts,
 
     from sae_lens import SAE
 
-    from sith_lens.adapters.lucid_training import LucidTrainer, TrainingDivergedError
-    from sith_lens.adapters.sae_lens import LucidSAE, load_lucid, train_lucid
+    from sith_lens.lucid.sae.trainer import LucidTrainer, TrainingDivergedError
+    from sith_lens.lucid.sae import LucidSAE, load_lucid, train_lucid
 
     patches = toy_acts.patches.clone()
     patches[0, 3, 5] = float("nan")
@@ -525,10 +539,10 @@ def test_non_finite_activations_configs_weights_and_losses_are_refused(toy_acts,
 
     sae = LucidSAE(small_cfg())
     with torch.no_grad():
-        sae.W_dec[3, 0] = float("nan")
+        sae.text.W_dec[3, 0] = float("nan")
     sae.save_model(tmp_path / "nan-sae")
     for load in (load_lucid, SAE.load_from_disk):
-        with pytest.raises(ValueError, match="LUCID weights: W_dec holds 1 NaN.*train it again"):
+        with pytest.raises(ValueError, match="LUCID weights: text.W_dec holds 1 NaN.*train it again"):
             load(tmp_path / "nan-sae")
 
     # a step whose loss is not finite stops the run with the step and the fix
@@ -561,7 +575,7 @@ def test_fvu_of_perfect_and_mean_reconstructions():
 # -- splicing into the towers ------------------------------------------------------------------------
 @pytest.mark.parametrize("hook", ["hook_joint_tokens", "blocks.2.hook_resid_post"])
 def test_splicing_with_error_term_leaves_outputs_unchanged(toy, hook):
-    from sith_lens.adapters.sae_lens import LucidSAE
+    from sith_lens.lucid.sae import LucidSAE
 
     sae = LucidSAE(small_cfg())
     sae.cfg.metadata.hook_name_vision = hook
@@ -591,7 +605,7 @@ def test_splicing_with_error_term_leaves_outputs_unchanged(toy, hook):
 
 
 def test_splicing_excludes_special_positions(toy):
-    from sith_lens.adapters.sae_lens import LucidSAE
+    from sith_lens.lucid.sae import LucidSAE
 
     sae = LucidSAE(small_cfg())
     sae.cfg.metadata.hook_name_text = "blocks.1.hook_resid_post"

@@ -232,13 +232,16 @@ class Workbench:
 
         def build() -> Any:
             if self.sae_path:
-                from sith_lens.adapters.sae_lens import load_lucid
+                from sith_lens.lucid.sae import load_lucid
 
                 sae = load_lucid(self.sae_path)
+                if sae.cfg.architecture() != "lucid":
+                    raise ValueError(f"--sae {self.sae_path} holds one LUCID view ({sae.cfg.modality}); the explorer "
+                                     "needs the two-modality SAE (OUT/final of `sith-lens lucid train`)")
             elif self.is_toy:
                 from sae_lens import SAE
 
-                import sith_lens.adapters.sae_lens  # noqa: F401  registers "lucid"
+                import sith_lens.lucid.sae  # noqa: F401  registers "lucid" and the release
 
                 sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
             else:

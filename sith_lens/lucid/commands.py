@@ -10,13 +10,30 @@ from typing import Any
 
 from ..cli_args import finite_float, int_at_least, output_folder, torch_device
 from .collect import JOINT
+from .defaults import DEFAULTS, LucidRecipe
+
+#: ``lucid train`` options that set a TrainingLucidSAEConfig loss setting, and what their values must be.
+_LOSS_TYPES: dict[str, Any] = {
+    "k_aux": int_at_least(1), "aux_loss_coefficient": finite_float(0), "ot_coefficient": finite_float(0),
+    "ot_warm_up_steps": int_at_least(-1), "ot_eps": finite_float(0, low_open=True), "ot_iterations": int_at_least(1),
+    "ot_patch_mass": finite_float(0, 1, low_open=True), "ot_context_weight": finite_float(0, 1),
+    "ot_context_temperature": finite_float(0, low_open=True), "ot_grid_sigma": finite_float(0),
+    "ot_negatives": int_at_least(0), "ot_nce_temperature": finite_float(0, low_open=True),
+    "ot_cost_k": int_at_least(0), "ot_every": int_at_least(1),
+}
+
+
+def _option(p: argparse.ArgumentParser, name: str, type_: Any, *aliases: str) -> None:
+    """``--name`` with the recipe's default and help."""
+    default = getattr(DEFAULTS, name)
+    p.add_argument(f"--{name.replace('_', '-')}", *aliases, type=type_, default=default,
+                   help=f"{LucidRecipe.help(name)} (default: {default})")
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="toy", help="model spec as for `sith-lens info` (default: toy)")
-    p.add_argument("--toy-pairs", type=int_at_least(1), default=4096,
-                   help="toy-world scenes to collect when no --captions file is given (default: 4096)")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="toy-world seed, and the training seed (default: 0)")
+    _option(p, "toy_pairs", int_at_least(1))
+    _option(p, "toy_seed", int_at_least(0))
     p.add_argument("--captions", default=None,
                    help='a JSONL file of {"image": path, "caption": text} lines: your own image-caption pairs')
     p.add_argument("--images", default=None, help="folder the --captions image paths are relative to "
@@ -39,9 +56,9 @@ def _collect(args: argparse.Namespace, use_cache: bool) -> Any:
             model, args.captions, args.images, args.collect_batch_size, **hooks), use_cache)
     if args.model != "toy" and not args.captions:
         raise ValueError("a model other than the toy CLIP needs your own data: pass --captions FILE.jsonl")
-    spec = {"toy_pairs": args.toy_pairs, "seed": args.seed, **hooks}
+    spec = {"toy_pairs": args.toy_pairs, "seed": args.toy_seed, **hooks}
     return cached(model, spec, lambda: collect_toy_activations(
-        model, args.toy_pairs, args.seed, args.collect_batch_size, **hooks), use_cache)
+        model, args.toy_pairs, args.toy_seed, args.collect_batch_size, **hooks), use_cache)
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -56,23 +73,20 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from sith_lens.adapters.sae_lens import TrainingLucidSAEConfig, train_lucid
-
     from .data import PairedActivations
     from .evaluate import reconstruction_report
+    from .sae import train_lucid
 
     if args.resume and not (Path(args.resume) / "trainer_state.pt").is_file():
         raise ValueError(f"--resume {args.resume} is not a checkpoint folder (no trainer_state.pt); pass one of "
                          "OUT/checkpoints/* from a run with --checkpoints")
     acts = PairedActivations.load(args.acts) if args.acts else _collect(args, use_cache=True)
     train, holdout = acts.split(args.holdout) if args.holdout else (acts, None)
-    cfg = TrainingLucidSAEConfig(
-        d_in=acts.d_in, d_sae=args.d_sae, n_private_vision=args.n_private, n_private_text=args.n_private,
-        k_shared=args.k_shared, k_private=args.k_private, ot_coefficient=args.ot,
-    )
+    cfg = training_config(args, acts.d_in, acts.metadata.get("model_name") or args.model)
     start = time.perf_counter()
     sae = train_lucid(train, cfg, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      out_dir=args.out, n_checkpoints=args.checkpoints, resume_from=args.resume, device=args.device)
+                      out_dir=args.out, n_checkpoints=args.checkpoints, resume_from=args.resume,
+                      dead_feature_window=args.dead_feature_window, device=args.device, progress=args.progress)
     seconds = time.perf_counter() - start
     summary: dict[str, Any] = {"steps": args.steps, "train_seconds": round(seconds, 1), "pairs": len(train),
                                "out": str(Path(args.out) / "final")}
@@ -83,8 +97,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_config(args: argparse.Namespace, d_in: int, model_name: str) -> Any:
+    """The TrainingLucidSAEConfig that ``lucid train``'s options describe."""
+    from .sae import TrainingLucidSAEConfig
+
+    cfg = TrainingLucidSAEConfig(
+        d_in=d_in, d_sae=args.d_sae, n_private_vision=args.n_private, n_private_text=args.n_private,
+        k_shared=args.k_shared, k_private=args.k_private, **{name: getattr(args, name) for name in _LOSS_TYPES},
+    )
+    cfg.metadata["model_name"] = model_name
+    return cfg
+
+
 def _load_sae(spec: str) -> Any:
-    from sith_lens.adapters.sae_lens import RELEASE, load_lucid
+    from .sae import RELEASE, load_lucid
 
     if spec == RELEASE:
         from sae_lens import SAE
@@ -169,15 +195,20 @@ def add_lucid_parser(sub: Any) -> None:
     tr = commands.add_parser("train", help="train a LUCID SAE; writes OUT/final (SAELens format) and checkpoints")
     _add_data_options(tr)
     tr.add_argument("--acts", default=None, help="activations from `lucid collect` (default: collect, cached)")
-    tr.add_argument("--d-sae", type=int_at_least(1), default=1024, help="latents in all: shared + both private blocks (default: 1024)")
-    tr.add_argument("--n-private", type=int_at_least(0), default=128, help="private latents per modality (default: 128)")
-    tr.add_argument("--k-shared", type=int_at_least(1), default=8, help="Top-K of the shared block (default: 8)")
-    tr.add_argument("--k-private", type=int_at_least(0), default=2, help="Top-K of each private block (default: 2)")
-    tr.add_argument("--ot", type=finite_float(0), default=0.5, help="weight of the GCMT transport loss, 0 turns it off (default: 0.5)")
-    tr.add_argument("--steps", type=int_at_least(1), default=2000, help="optimiser steps (default: 2000)")
-    tr.add_argument("--batch-size", type=int_at_least(2), default=32, help="image-caption pairs per step (default: 32)")
-    tr.add_argument("--lr", type=finite_float(0, low_open=True), default=1e-3, help="peak learning rate (default: 1e-3)")
-    tr.add_argument("--holdout", type=int_at_least(0), default=256, help="pairs kept out of training and scored at the end (default: 256)")
+    for name, type_ in (("d_sae", int_at_least(1)), ("n_private", int_at_least(0)), ("k_shared", int_at_least(1)),
+                        ("k_private", int_at_least(0))):
+        _option(tr, name, type_)
+    for name, type_ in _LOSS_TYPES.items():
+        _option(tr, name, type_, *(["--ot"] if name == "ot_coefficient" else []))
+    _option(tr, "steps", int_at_least(1))
+    _option(tr, "batch_size", int_at_least(2))
+    _option(tr, "lr", finite_float(0, low_open=True))
+    _option(tr, "seed", int_at_least(0))
+    _option(tr, "dead_feature_window", int_at_least(1))
+    tr.add_argument("--holdout", type=int_at_least(0), default=256,
+                    help="pairs kept out of training and scored at the end; 0 trains on all of them, as the "
+                         "release does (default: 256)")
+    tr.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     tr.add_argument("--checkpoints", type=int_at_least(0), default=0, help="resumable checkpoints to save (default: 0)")
     tr.add_argument("--resume", default=None, help="a checkpoint folder to resume from")
     tr.add_argument("--device", type=torch_device, default="cpu", help="torch device (default: cpu)")

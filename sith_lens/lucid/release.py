@@ -2,9 +2,10 @@
 
     python -m sith_lens.lucid.release --out sith_lens/assets/lucid_toy
 
-Collects toy-world activations (seed ``TRAIN_SEED``), trains with ``RECIPE`` (seeded), scores the
-SAE on held-out scenes from a seed never used in training, and writes ``OUT/final`` (SAELens
-format), ``OUT/record.json`` and ``OUT/README.md`` (the model card: command, seeds, time, metrics).
+Trains with ``sith-lens lucid train --holdout 0 --out OUT``, whose defaults are the recipe
+(``sith_lens.lucid.defaults.DEFAULTS``: toy scenes, seeds, shape, losses, steps), scores the SAE on
+held-out scenes from a seed never used in training, and writes ``OUT/final`` (SAELens format, with
+``sparsity.safetensors``), ``OUT/record.json`` and ``OUT/README.md`` (the model card).
 
     python -m sith_lens.lucid.release --out sith_lens/assets/lucid_toy --card-only
 
@@ -19,64 +20,47 @@ import platform
 import sys
 import time
 from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
 from ..atomic import write_text_atomic
 
-TRAIN_SEED = 21
-EVAL_SEED = 22
-#: The release's settings; every number here is our choice (docs: README "LUCID").
-RECIPE: dict[str, Any] = {
-    "toy_pairs": 6144,
-    "eval_pairs": 512,
-    "d_sae": 1024,
-    "n_private": 128,
-    "k_shared": 8,
-    "k_private": 2,
-    "ot_coefficient": 0.5,
-    "ot_iterations": 50,
-    # not the current defaults (patch_mass 0.2, cost on the top 16, transport every 4th step): on
-    # those, about 530 of the 768 shared latents end up dead and 18 get a label (this recipe: about
-    # 160 dead, 60 labels), for 0.36 pointing against 0.33; the release to explore keeps these
-    "ot_patch_mass": 0.5,
-    "ot_cost_k": 0,
-    "ot_every": 1,
-    "steps": 2000,
-    "batch_size": 32,
-    "lr": 1e-3,
-    "seed": 0,
-}
+#: ``lucid train``'s defaults are the release's recipe (``sith_lens.lucid.defaults``); the release
+#: trains on all of its toy scenes.
+TRAIN_ARGS = ["--holdout", "0"]
 
 
-def build(out: Path, recipe: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Train the release into ``out`` and return its model-card record."""
+def train_command(out: Path, extra: list[str]) -> list[str]:
+    """The ``sith-lens`` arguments that train the release into ``out``."""
+    return ["lucid", "train", *TRAIN_ARGS, *extra, "--out", str(out)]
+
+
+def build(out: Path, extra: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train the release into ``out`` with ``sith-lens lucid train`` (the recipe's settings, plus
+    ``extra`` options for a quick try), score it on held-out scenes and write its model card."""
+    from sae_lens import SAE
+
     from sith_lens.adapters.loading import load_clip
-    from sith_lens.adapters.sae_lens import TrainingLucidSAEConfig, train_lucid
+    from sith_lens.cli import main as cli_main
 
     from .collect import collect_toy_activations
+    from .defaults import DEFAULTS
 
-    model = load_clip("toy")
+    extra = list(extra or []) + ([] if progress else ["--no-progress"])
     start = time.perf_counter()
-    acts = collect_toy_activations(model, recipe["toy_pairs"], seed=TRAIN_SEED, progress=progress)
-    held_out = collect_toy_activations(model, recipe["eval_pairs"], seed=EVAL_SEED, progress=progress)
-    cfg = TrainingLucidSAEConfig(
-        d_in=acts.d_in, d_sae=recipe["d_sae"], n_private_vision=recipe["n_private"], n_private_text=recipe["n_private"],
-        k_shared=recipe["k_shared"], k_private=recipe["k_private"], ot_coefficient=recipe["ot_coefficient"],
-        ot_iterations=recipe["ot_iterations"], ot_patch_mass=recipe["ot_patch_mass"],
-        ot_cost_k=recipe["ot_cost_k"], ot_every=recipe["ot_every"],
-    )
-    cfg.metadata["model_name"] = "toy"
-    sae = train_lucid(acts, cfg, steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
-                      seed=recipe["seed"], out_dir=out, progress=progress)
+    if cli_main(train_command(out, extra)) != 0:
+        raise RuntimeError("sith-lens lucid train failed; see the message above")
     seconds = time.perf_counter() - start
+    held_out = collect_toy_activations(load_clip("toy"), DEFAULTS.eval_pairs, seed=DEFAULTS.eval_seed, progress=progress)
     record = {
         "command": "python -m sith_lens.lucid.release --out " + str(out),
-        "recipe": recipe, "train_seed": TRAIN_SEED, "eval_seed": EVAL_SEED,
+        "train_command": "sith-lens " + " ".join(train_command(out, extra)),
+        "recipe": asdict(DEFAULTS), "extra_options": extra,
         "minutes": round(seconds / 60, 1), "machine": f"{platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
-        "held_out": held_out_scores(sae, held_out),
+        "held_out": held_out_scores(SAE.load_from_disk(out / "final"), held_out),
     }
     write_text_atomic(out / "record.json", json.dumps(record, indent=2) + "\n")
     write_text_atomic(out / "README.md", model_card(record))
@@ -112,8 +96,8 @@ def rescore(out: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; rebuild the release without --card-only")
     record = json.loads(path.read_text())
-    held_out = collect_toy_activations(load_clip("toy"), record["recipe"]["eval_pairs"], seed=record["eval_seed"],
-                                       progress=False)
+    recipe = record["recipe"]
+    held_out = collect_toy_activations(load_clip("toy"), recipe["eval_pairs"], seed=recipe["eval_seed"], progress=False)
     record["held_out"] = held_out_scores(SAE.load_from_disk(out / "final"), held_out)
     write_text_atomic(path, json.dumps(record, indent=2) + "\n")
     write_text_atomic(out / "README.md", model_card(record))
@@ -124,6 +108,7 @@ def model_card(record: dict[str, Any]) -> str:
     """The release's README."""
     r = record["recipe"]
     held = record["held_out"]
+    quick = f" (with {' '.join(record['extra_options'])})" if record.get("extra_options") else ""
     return f"""# sith-lens-toy-lucid
 
 The LUCID SAE of the shipped toy CLIP (`load_clip("toy")`), in SAELens format.
@@ -131,17 +116,21 @@ The LUCID SAE of the shipped toy CLIP (`load_clip("toy")`), in SAELens format.
 ```python
 import sith_lens
 from sae_lens import SAE
-sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")     # offline, from package data
+sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")            # LucidSAE: sae.vision, sae.text
+vision = SAE.from_pretrained("sith-lens-toy-lucid", "final/vision")  # one view, an ordinary SAELens SAE
 ```
 
 - Inputs: every patch and every caption token in the joint space (`hook_joint_tokens`), 128 wide.
 - Latents: {r["d_sae"]} in all: {r["d_sae"] - 2 * r["n_private"]} shared, {r["n_private"]} vision-private,
   {r["n_private"]} text-private. Top-K {r["k_shared"]} shared + {r["k_private"]} private per token.
-- Training: {r["toy_pairs"]} toy scenes (seed {record["train_seed"]}), {r["steps"]} steps of {r["batch_size"]} pairs,
-  lr {r["lr"]}, GCMT weight {r["ot_coefficient"]}, seed {r["seed"]}; {record["minutes"]} min on {record["machine"]}.
-- Rebuild: `{record["command"]}`
+- Training: {r["toy_pairs"]} toy scenes (seed {r["toy_seed"]}), {r["steps"]} steps of {r["batch_size"]} pairs,
+  lr {r["lr"]}, GCMT weight {r["ot_coefficient"]}, seed {r["seed"]}{quick}; {record["minutes"]} min on {record["machine"]}.
+  Every setting is in `record.json` (`recipe`: `sith_lens.lucid.defaults.DEFAULTS`).
+- Rebuild: `{record["command"]}`, which runs `{record["train_command"]}`.
+- `final/sparsity.safetensors`: log10 firing density of every latent on the training pairs
+  (`sparsity`: patch and token rows together; `sparsity_vision`, `sparsity_text`).
 
-## Held-out scores ({r["eval_pairs"]} scenes, seed {record["eval_seed"]})
+## Held-out scores ({r["eval_pairs"]} scenes, seed {r["eval_seed"]})
 {_pointing_caveat(held)}
 ```json
 {json.dumps(held, indent=2)}
@@ -171,13 +160,13 @@ code norm {base["release_code_norm"]}; the margin over the better of them is {ma
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="sith_lens/assets/lucid_toy", help="release folder")
-    parser.add_argument("--steps", type=int, default=RECIPE["steps"], help="override the recipe's steps (for a quick try)")
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps (for a quick try)")
     parser.add_argument("--card-only", action="store_true", help="re-score the release in OUT/final and rewrite its card")
     args = parser.parse_args(argv)
     if args.card_only:
         record = rescore(Path(args.out))
     else:
-        record = build(Path(args.out), {**RECIPE, "steps": args.steps})
+        record = build(Path(args.out), ["--steps", str(args.steps)] if args.steps else [])
     print(json.dumps(record["held_out"], indent=2))
     return 0
 

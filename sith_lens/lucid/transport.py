@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..checks import check_finite_fields
+from .defaults import DEFAULTS
 
 #: Sinkhorn stops once its marginal update falls below this (the spec asks for errors < 1e-3).
 SINKHORN_TOL = 1e-5
@@ -37,30 +38,30 @@ SINKHORN_TOL = 1e-5
 
 @dataclass(frozen=True)
 class GCMTConfig:
-    """Settings of the transport loss. Each default is our own choice (lucid_spec.md §3.2 [R])."""
+    """Settings of the transport loss; defaults from ``sith_lens.lucid.defaults`` (our choices, lucid_spec.md §3.2 [R])."""
 
     #: Entropic regularisation, on a cost in [0, 1].
-    eps: float = 0.05
+    eps: float = DEFAULTS.ot_eps
     #: Sinkhorn iterations (log domain, fp32).
-    n_iter: int = 30
+    n_iter: int = DEFAULTS.ot_iterations
     #: Share of an image's patch mass that is matched to words (partial transport); the rest goes
     #: to a "no word" column at a constant cost, so background patches need not match any word.
     #: 1 is balanced OT, where every patch must be matched.
-    patch_mass: float = 0.2
+    patch_mass: float = DEFAULTS.ot_patch_mass
     #: Contextual guidance: weight of the frozen model's own patch-token similarity in the prior
     #: (0 turns it off; the rest of the prior is uniform over patches).
-    context_weight: float = 0.5
+    context_weight: float = DEFAULTS.ot_context_weight
     #: Temperature of the softmax over patches that turns that similarity into a prior.
-    context_temperature: float = 0.05
+    context_temperature: float = DEFAULTS.ot_context_temperature
     #: Structural guidance: width, in patches, of the Gaussian that smooths the prior and the plan
     #: over the patch grid (0 turns it off).
-    grid_sigma: float = 1.0
+    grid_sigma: float = DEFAULTS.ot_grid_sigma
     #: In-batch negatives: contrast each image with this many of the batch's other captions, and
     #: each caption with as many other images (InfoNCE); 0 turns them off. The shifts are drawn
     #: from torch's global generator, so a seeded run draws the same ones.
-    n_negatives: int = 4
+    n_negatives: int = DEFAULTS.ot_negatives
     #: Temperature of that InfoNCE over transport distances.
-    nce_temperature: float = 0.1
+    nce_temperature: float = DEFAULTS.ot_nce_temperature
 
     def __post_init__(self) -> None:
         check_finite_fields(self, "GCMT settings")
