@@ -682,6 +682,60 @@ def test_cli_trains_and_reports(tmp_path, capsys, monkeypatch):
     assert "--captions" in capsys.readouterr().err
 
 
+def test_lucid_train_defaults_are_the_shipped_release_recipe(tmp_path, capsys, monkeypatch):
+    """`sith-lens lucid train --holdout 0` trains the release: its defaults are DEFAULTS, which the
+    configs read too, and a short run saves the shipped release's settings."""
+    from dataclasses import asdict, fields
+
+    from sith_lens.cli import main
+    from sith_lens.lucid import release
+    from sith_lens.lucid.commands import training_config
+    from sith_lens.lucid.defaults import DEFAULTS
+    from sith_lens.lucid.sae import TrainingLucidSAEConfig
+    from sith_lens.lucid.transport import GCMTConfig
+
+    parser_args = _lucid_train_args(["--out", str(tmp_path / "x")])
+    assert {k: getattr(parser_args, k) for k in asdict(DEFAULTS) if hasattr(parser_args, k)} == \
+        {k: v for k, v in asdict(DEFAULTS).items() if hasattr(parser_args, k)}
+    assert not {f.name for f in fields(DEFAULTS)} - set(vars(parser_args)) - {"eval_pairs", "eval_seed"}
+    from_cli = training_config(parser_args, 128, "toy")
+    plain = TrainingLucidSAEConfig(d_in=128, d_sae=DEFAULTS.d_sae)
+    assert {f.name: getattr(from_cli, f.name) for f in fields(plain) if f.name != "metadata"} == \
+        {f.name: getattr(plain, f.name) for f in fields(plain) if f.name != "metadata"}
+    assert plain.gcmt() == GCMTConfig()
+
+    # a short run with the release's command saves the shipped release's settings
+    monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "rebuilt"
+    quick = ["--toy-pairs", "64", "--steps", "4", "--no-progress"]
+    assert main(release.train_command(out, quick)) == 0
+    capsys.readouterr()
+    from sith_lens.lucid.sae.registry import release_dir
+
+    shipped = json.loads((release_dir() / "final" / "cfg.json").read_text())
+    rebuilt = json.loads((out / "final" / "cfg.json").read_text())
+    step_dependent = {"ot_warm_up_steps"}
+    details = [{k: v for k, v in c["metadata"]["training_architecture_details"].items() if k not in step_dependent}
+               for c in (shipped, rebuilt)]
+    assert details[0] == details[1]
+    shape = ("d_in", "d_sae", "n_private_vision", "n_private_text", "k_shared", "k_private", "architecture")
+    assert {k: shipped[k] for k in shape} == {k: rebuilt[k] for k in shape}
+    for key in ("model_name", "hook_name_vision", "hook_name_text"):
+        assert shipped["metadata"][key] == rebuilt["metadata"][key]
+    record = json.loads((release_dir() / "record.json").read_text())
+    assert record["recipe"] == asdict(DEFAULTS) and record["extra_options"] == []
+
+
+def _lucid_train_args(argv):
+    import argparse
+
+    from sith_lens.lucid.commands import add_lucid_parser
+
+    parser = argparse.ArgumentParser()
+    add_lucid_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["lucid", "train", *argv])
+
+
 class _FixedCodes:
     """A duck-typed SAE whose codes are given: one shared latent per object slot."""
 
@@ -784,7 +838,7 @@ def test_cli_label_and_ground_with_the_release(tmp_path, capsys, monkeypatch):
     from sith_lens.toyworld import ToyWorld
 
     monkeypatch.setenv("SITH_LENS_CACHE", str(tmp_path / "cache"))
-    assert main(["lucid", "label", "--toy-pairs", "96", "--seed", "9", "--out", str(tmp_path / "labels.json")]) == 0
+    assert main(["lucid", "label", "--toy-pairs", "96", "--toy-seed", "9", "--out", str(tmp_path / "labels.json")]) == 0
     report = LucidReport.from_json(tmp_path / "labels.json")
     labelled = [x for x in report.labels if x.label]
     assert len(report.labels) == 768 and labelled
@@ -824,3 +878,38 @@ def test_release_card_only_rescores_with_the_pointing_baselines(tmp_path):
     (out / "record.json").unlink()
     with pytest.raises(FileNotFoundError, match="without --card-only"):
         release_main(["--out", str(out), "--card-only"])
+
+
+def test_lucid_folders_with_bad_configs_or_training_layouts(tmp_path):
+    """``{}``, a config that is not LUCID's, a training-layout file of the wrong shape: each named
+    with its fix; a training checkpoint (training config, one normalised decoder) loads as the
+    SAE it holds."""
+    from safetensors.torch import save_file
+
+    from sith_lens.lucid.sae import LucidSAE, TrainingLucidSAE, load_lucid
+
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    (folder / "sae_weights.safetensors").write_bytes(b"")
+    for cfg, message in (({}, "names no architecture"), ({"architecture": "lucid", "d_in": 128}, "not a valid LUCID config"),
+                         ({"architecture": "lucid", "d_in": 128, "d_sae": 64}, "leaves no shared latent.*raise d_sae")):
+        (folder / "cfg.json").write_text(json.dumps(cfg))
+        with pytest.raises(ValueError, match=message):
+            load_lucid(folder)
+
+    torch.manual_seed(0)
+    training = TrainingLucidSAE(small_training_cfg())
+    with torch.no_grad():
+        training.scale_vision.fill_(2.5)
+        training.b_enc_text.add_(0.1)
+    training.save_model(tmp_path / "checkpoint")
+    loaded = load_lucid(tmp_path / "checkpoint")
+    assert type(loaded) is LucidSAE
+    x = torch.randn(5, 128)
+    for m in ("vision", "text"):
+        torch.testing.assert_close(loaded.view(m)(x), training.decode(training.encode(x, m), m), rtol=1e-5, atol=1e-5)
+    state = dict(training.state_dict())
+    state["W_enc_text"] = state["W_enc_text"][:, :-1].contiguous()
+    save_file(state, str(tmp_path / "checkpoint" / "sae_weights.safetensors"))
+    with pytest.raises(ValueError, match=r"training layout\) do not match cfg.json: \['W_enc_text'\].*save it again"):
+        load_lucid(tmp_path / "checkpoint")

@@ -195,6 +195,18 @@ def raw_state_dict(normalized: dict[str, Tensor], cfg: LucidShape) -> dict[str, 
     Inputs are normalised per modality, ``x / scale``, so ``W_enc = W_enc_m / scale``,
     ``W_dec = scale * W_dec_shared``, ``b_dec = scale * b_dec_m``; the encoder columns of the other
     modality's private block are zero."""
+    n_visible = {m: cfg.n_shared + getattr(cfg, f"n_private_{m}") for m in MODALITIES}
+    expected = {"W_dec": (cfg.d_sae, cfg.d_in), **{name: shape for m in MODALITIES for name, shape in (
+        (f"W_enc_{m}", (cfg.d_in, n_visible[m])), (f"b_enc_{m}", (n_visible[m],)), (f"b_dec_{m}", (cfg.d_in,)),
+        (f"scale_{m}", ()))}}
+    found = {name: tuple(t.shape) for name, t in normalized.items()}
+    if found != expected:
+        wrong = sorted(set(found) ^ set(expected)) + [n for n in expected if n in found and found[n] != expected[n]]
+        raise ValueError(f"LUCID weights (training layout) do not match cfg.json: {wrong} differ from "
+                         f"{ {n: expected[n] for n in wrong if n in expected} }. The file is corrupt or belongs to "
+                         "another SAE; save it again with save_model")
+    check_finite_tensors(normalized, "LUCID weights", fix="the SAE is broken (a diverged training run or a "
+                         "damaged file); train it again or load an earlier checkpoint")
     raw = {}
     for modality in MODALITIES:
         scale = normalized[f"scale_{modality}"]
