@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME, SPARSITY_FILENAME
+from sae_lens.constants import SAE_CFG_FILENAME, SPARSITY_FILENAME
 from sae_lens.loading import pretrained_saes_directory as directory_module
 from sae_lens.loading.pretrained_sae_loaders import (
     NAMED_PRETRAINED_SAE_CONFIG_GETTERS,

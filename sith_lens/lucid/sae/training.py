@@ -28,7 +28,8 @@ from ..sparse import (
 )
 from ..transport import gcmt_loss, guidance_prior
 from .config import LucidSAEConfig, TrainingLucidSAEConfig
-from .inference import LucidSAE, check_state_dict, raw_state_dict
+from .inference import LucidSAE
+from .layout import check_state_dict, raw_state_dict
 
 #: The per-modality tensors of the training parametrisation, besides the shared ``W_dec``.
 MODALITY_TENSORS = ("W_enc", "b_enc", "b_dec", "scale")
