@@ -12,6 +12,7 @@ and ``from_dict`` round trips, the error term and its hook, the hook points, met
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import pytest
@@ -138,9 +139,34 @@ def fold_W_dec_norm_keeps_outputs_and_normalises_rows(sae: SAE, ctx: Any) -> Non
             sae.fold_W_dec_norm()
         assert all(torch.equal(v, weights[k]) for k, v in sae.state_dict().items())
         return
-    sae.fold_W_dec_norm()
-    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(sae.cfg.d_sae))
-    torch.testing.assert_close(sae(x), before, rtol=1e-4, atol=1e-4)
+    norms, codes = sae.W_dec.norm(dim=-1), sae.encode(x)
+    folded = copy.deepcopy(sae)
+    folded.fold_W_dec_norm()
+    torch.testing.assert_close(folded.W_dec.norm(dim=-1), torch.ones(sae.cfg.d_sae))
+    folded_codes = folded.encode(x)
+    assert torch.equal(folded_codes.nonzero(), codes.nonzero())  # the same latents fire ...
+    torch.testing.assert_close(folded_codes, codes * norms, rtol=1e-4, atol=1e-4)  # ... scaled by their norms
+    torch.testing.assert_close(folded(x), before, rtol=1e-4, atol=1e-4)
+
+
+def fold_activation_norm_scaling_factor_takes_unscaled_inputs(sae: SAE, ctx: Any) -> None:
+    x, factor = _x(7), 3.0
+    folded = copy.deepcopy(sae)
+    folded.fold_activation_norm_scaling_factor(factor)
+    assert folded.cfg.normalize_activations == "none"
+    torch.testing.assert_close(folded.encode(x / factor), sae.encode(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(factor * folded(x / factor), sae(x), rtol=1e-4, atol=1e-4)
+
+
+def disabled_hooks_cache_nothing(sae: SAE, ctx: Any) -> None:
+    from sae_lens.saes.sae import _disable_hooks
+
+    x = _x(8)
+    out, cache = sae.run_with_cache(x)
+    with _disable_hooks(sae):
+        disabled_out, disabled_cache = sae.run_with_cache(x)
+    torch.testing.assert_close(disabled_out, out)
+    assert not disabled_cache.keys() and SAE_HOOKS - {"hook_sae_error"} <= set(cache.keys())
 
 
 def save_and_load_round_trip(sae: SAE, ctx: Any) -> None:
@@ -165,6 +191,14 @@ def error_term_restores_the_input_and_is_hooked(sae: SAE, ctx: Any) -> None:
     torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cache["hook_sae_error"], x - recon, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cache["hook_sae_recons"], recon)
+
+    def ablate(acts: torch.Tensor, hook: Any) -> torch.Tensor:
+        return torch.full_like(acts, 20.0)
+
+    with sae.hooks(fwd_hooks=[("hook_sae_acts_post", ablate)]):
+        ablated, ablated_cache = sae.run_with_cache(x)
+    assert not torch.allclose(ablated, out, rtol=1e-2) and (ablated_cache["hook_sae_acts_post"] == 20).all()
+    torch.testing.assert_close(ablated_cache["hook_sae_error"], cache["hook_sae_error"])  # the error is the clean one
 
 
 def metadata_names_its_hook(sae: SAE, ctx: Any) -> None:
@@ -196,7 +230,8 @@ def splices_into_its_towers(sae: SAE, ctx: Any) -> None:
 BEHAVIOURS = [
     encode_decode_forward_shapes_and_dtypes, decoder_is_affine_in_raw_units, pre_activations_follow_the_encoder,
     has_the_standard_hook_points, to_dtype_moves_weights_and_config, to_device_moves_weights_and_config,
-    fold_W_dec_norm_keeps_outputs_and_normalises_rows, save_and_load_round_trip,
+    fold_W_dec_norm_keeps_outputs_and_normalises_rows, fold_activation_norm_scaling_factor_takes_unscaled_inputs,
+    disabled_hooks_cache_nothing, save_and_load_round_trip,
     error_term_restores_the_input_and_is_hooked, metadata_names_its_hook, splices_into_its_towers,
 ]
 
@@ -239,6 +274,9 @@ def test_directory_lists_the_release_with_measured_figures(sae_id):
     assert sparsity is not None and sparsity.shape == (sae.cfg.d_sae,) and (sparsity <= 0).all()
     if sae_id != "final":
         assert float((10 ** sparsity).sum()) == pytest.approx(expected[1], rel=0.01)
+    folded = SAE.from_pretrained("sith-lens-toy-lucid", sae_id, fold_W_dec_norm=True)  # a trained SAE folds
+    for view in ([folded.vision, folded.text] if sae_id == "final" else [folded]):
+        torch.testing.assert_close(view.W_dec.norm(dim=-1), torch.ones(view.cfg.d_sae))
 
 
 def test_directory_keeps_the_release_after_cache_clear():
@@ -318,12 +356,17 @@ def test_parent_runs_each_view_with_modality_and_moves_folds_and_saves_both(tmp_
 
 
 def test_parent_metadata_reaches_the_views():
-    sae = make_lucid()
+    import copy
+
+    sae = copy.deepcopy(make_lucid())  # a copy keeps its views in step too
     sae.cfg.metadata.hook_name_text = "blocks.1.hook_resid_post"
     sae.cfg.metadata.model_name = "other"
     assert sae.text.cfg.metadata.hook_name == "blocks.1.hook_resid_post" and sae.vision.cfg.metadata.hook_name == HOOK
     assert sae.text.cfg.metadata.model_name == "other"
     assert "hook_name" not in sae.cfg.to_dict()["metadata"]
+    view = copy.deepcopy(sae.text)
+    assert type(view) is LucidView and view.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
+    torch.testing.assert_close(view.encode(_x()), sae.text.encode(_x()))
 
 
 def test_parent_splices_the_towers_view_and_refuses_a_language_model(inputs):

@@ -216,6 +216,10 @@ class LucidSAE(SAE[LucidSAEConfig]):
         self.setup()
         object.__setattr__(self.cfg.metadata, "_on_set", self._pass_metadata_on)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:  # copy.deepcopy and pickle
+        super().__setstate__(state)
+        object.__setattr__(self.cfg.metadata, "_on_set", self._pass_metadata_on)
+
     def setup(self) -> None:
         """HookedRootModule's setup, after which each view names its hook points as on its own
         (``hook_sae_acts_post``, not ``vision.hook_sae_acts_post``), so a view caches the same
