@@ -54,17 +54,25 @@ def build(out: Path, extra: list[str] | None = None, progress: bool = True) -> d
         raise RuntimeError("sith-lens lucid train failed; see the message above")
     seconds = time.perf_counter() - start
     held_out = collect_toy_activations(load_clip("toy"), DEFAULTS.eval_pairs, seed=DEFAULTS.eval_seed, progress=progress)
+    sae = SAE.load_from_disk(out / "final")
     record = {
         "command": "python -m sith_lens.lucid.release --out " + str(out),
         "train_command": "sith-lens " + " ".join(train_command(out, extra)),
         "recipe": asdict(DEFAULTS), "extra_options": extra,
         "minutes": round(seconds / 60, 1), "machine": f"{platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
-        "held_out": held_out_scores(SAE.load_from_disk(out / "final"), held_out),
+        "on_training_pairs": training_figures(sae.cfg.metadata),
+        "held_out": held_out_scores(sae, held_out),
     }
     write_text_atomic(out / "record.json", json.dumps(record, indent=2) + "\n")
     write_text_atomic(out / "README.md", model_card(record))
     return record
+
+
+def training_figures(metadata: Any) -> dict[str, Any]:
+    """What ``train_lucid`` measured on the training pairs (variance explained, L0 per modality)."""
+    keys = [f"{k}_{m}" for k in ("variance_explained", "l0") for m in ("vision", "text")] + ["measured_on"]
+    return {k: metadata.get(k) for k in keys}
 
 
 def held_out_scores(sae: Any, held_out: Any) -> dict[str, Any]:
@@ -129,6 +137,7 @@ vision = SAE.from_pretrained("sith-lens-toy-lucid", "final/vision")  # one view,
 - Rebuild: `{record["command"]}`, which runs `{record["train_command"]}`.
 - `final/sparsity.safetensors`: log10 firing density of every latent on the training pairs
   (`sparsity`: patch and token rows together; `sparsity_vision`, `sparsity_text`).
+{_training_line(record.get("on_training_pairs"))}
 
 ## Held-out scores ({r["eval_pairs"]} scenes, seed {r["eval_seed"]})
 {_pointing_caveat(held)}
@@ -136,6 +145,14 @@ vision = SAE.from_pretrained("sith-lens-toy-lucid", "final/vision")  # one view,
 {json.dumps(held, indent=2)}
 ```
 """
+
+
+def _training_line(figures: dict[str, Any] | None) -> str:
+    if not figures or figures.get("variance_explained_vision") is None:
+        return ""
+    return (f"- On {figures['measured_on']} (in `final/cfg.json` and SAELens's directory): variance explained "
+            f"{figures['variance_explained_vision']} (patches) and {figures['variance_explained_text']} (words), "
+            f"L0 {figures['l0_vision']} and {figures['l0_text']}.")
 
 
 def _pointing_caveat(held: dict[str, Any]) -> str:
