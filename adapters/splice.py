@@ -38,6 +38,8 @@ class SAESplicing:
 
     def _resolve(self, sae: Any, hook_name: str | None) -> tuple[Any, str]:
         if sae.cfg.architecture() == "lucid":  # a two-modality LUCID SAE: this tower's view
+            if not hasattr(sae, "view"):
+                raise TypeError("this is a LUCID SAE in training form; splice sae.to_inference() (a LucidSAE)")
             sae = sae.view(self.cfg.modality)
         name = hook_name or sae.cfg.metadata.hook_name
         if name is None:
