@@ -33,6 +33,15 @@ def encode_pairs(sae: Any, acts: PairedActivations, max_pairs: int = 4096) -> tu
 
 
 @torch.no_grad()
+def modality_rows(sae: Any, acts: PairedActivations, max_pairs: int = 4096) -> tuple[PairedBatch, dict[str, tuple[Tensor, Tensor]]]:
+    """The first ``max_pairs`` pairs as a batch, and per modality its activation rows [rows, d_in]
+    (every patch; every real token) with their codes [rows, d_sae]."""
+    batch, patch_codes, token_codes = encode_pairs(sae, acts, max_pairs)
+    return batch, {"vision": (batch.patch_rows, patch_codes.reshape(-1, patch_codes.shape[-1])),
+                   "text": (batch.token_rows, token_codes[batch.token_mask])}
+
+
+@torch.no_grad()
 def reconstruction_report(sae: Any, acts: PairedActivations, max_pairs: int = 4096) -> dict[str, Any]:
     """FVU and mean L0 per modality, dead latents per block (never firing on these pairs), and the
     share of each modality's reconstructed signal that the shared block carries.
@@ -40,9 +49,7 @@ def reconstruction_report(sae: Any, acts: PairedActivations, max_pairs: int = 40
     Example:
         >>> reconstruction_report(sae, holdout)["fvu_vision"]
     """
-    batch, patch_codes, token_codes = encode_pairs(sae, acts, max_pairs)
-    rows = {"vision": (batch.patch_rows, patch_codes.reshape(-1, patch_codes.shape[-1])),
-            "text": (batch.token_rows, token_codes[batch.token_mask])}
+    batch, rows = modality_rows(sae, acts, max_pairs)
     blocks = latent_slices(n_shared(sae), sae.cfg.n_private_vision, sae.cfg.n_private_text)
     report: dict[str, Any] = {}
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)

@@ -120,12 +120,16 @@ class LucidView(SAE[LucidViewConfig]):
 
     @torch.no_grad()
     def fold_W_dec_norm(self) -> None:
-        """Fold decoder norms into the encoder, as SAELens does, when that cannot change the codes.
+        """Fold decoder norms into the encoder, as SAELens does, when that cannot change the codes
+        (``check_foldable``)."""
+        self.check_foldable()
+        self.fold_and_get_W_dec_norm()
 
-        Folding scales latent i's pre-activation by its decoder norm, so Top-K could pick other
+    @torch.no_grad()
+    def check_foldable(self) -> None:
+        """Folding scales latent i's pre-activation by its decoder norm, so Top-K could pick other
         latents if the norms differ within a block; like SAELens's TopK SAE, the fold is then
-        refused. A trained LUCID view has one norm for all its rows (its modality's scale), so it folds.
-        """
+        refused. A trained LUCID view has one norm for all its rows (its modality's scale)."""
         norms = self.W_dec.norm(dim=-1)
         cfg = self.cfg
         blocks = latent_slices(cfg.n_shared, cfg.n_private_vision, cfg.n_private_text)
@@ -136,7 +140,6 @@ class LucidView(SAE[LucidViewConfig]):
                     f"folding W_dec norms is not safe for this LUCID view: its {block} block's decoder rows have "
                     f"norms from {float(part.min()):.4g} to {float(part.max()):.4g}, so Top-K would pick other "
                     "latents (SAELens's TopK SAE refuses for the same reason); a trained view has one norm")
-        self.fold_and_get_W_dec_norm()
 
     def process_state_dict_for_loading(self, state_dict: dict[str, Any]) -> None:
         check_state_dict(self, state_dict, f"LUCID {self.modality} view")
@@ -291,8 +294,7 @@ class LucidSAE(SAE[LucidSAEConfig]):
         """Fold each view's decoder norms into its encoder (see the class docstring); refused,
         with neither view changed, if either view refuses."""
         for modality in MODALITIES:
-            view = self.view(modality)
-            copy.deepcopy(view).fold_W_dec_norm()  # raises before anything changes
+            self.view(modality).check_foldable()  # raises before anything changes
         for modality in MODALITIES:
             self.view(modality).fold_W_dec_norm()
 

@@ -293,12 +293,10 @@ def measure(sae: LucidSAE, acts: PairedActivations, max_pairs: int = MEASURE_PAI
         >>> sparsity = measure(sae, acts)
         >>> sae.cfg.metadata.variance_explained_vision, sparsity["sparsity"].shape
     """
-    from ..evaluate import encode_pairs
+    from ..evaluate import modality_rows
     from ..sparse import fvu
 
-    batch, patch_codes, token_codes = encode_pairs(sae, acts, max_pairs)
-    rows = {"vision": (batch.patch_rows, patch_codes.reshape(-1, patch_codes.shape[-1])),
-            "text": (batch.token_rows, token_codes[batch.token_mask])}
+    batch, rows = modality_rows(sae, acts, max_pairs)
     sparsity: dict[str, Tensor] = {}
     fired, n_rows = torch.zeros(sae.cfg.d_sae), 0
     for modality, (x, codes) in rows.items():
