@@ -4,12 +4,15 @@ Weights follow TransformerLens's names and shapes and the row-vector convention 
 ``W_Q/W_K/W_V [n_heads, d_model, d_head]``, ``W_O [n_heads, d_head, d_model]``,
 ``W_in [d_model, d_mlp]``, ``W_out [d_mlp, d_model]``, LayerNorm ``w``/``b``.
 
-Hook points with nothing attached cost a module call and nothing else. Two computations are
-skipped while nobody looks at them, exactly as TransformerLens does for ``hook_result``:
+Hook points with nothing attached cost a module call and nothing else. Some computations run
+only while somebody looks at them, exactly as in TransformerLens:
 
 - attention uses ``F.scaled_dot_product_attention`` unless a hook sits on ``hook_attn_scores``
   or ``hook_pattern`` (then scores and pattern are materialised and hooked);
-- per-head results ``hook_result`` are computed only when ``cfg.use_attn_result`` is set.
+- per-head results ``hook_result`` are computed only when ``cfg.use_attn_result`` is set;
+- per-head copies of the block input (``hook_q_input``/``hook_k_input``/``hook_v_input`` with
+  ``cfg.use_split_qkv_input``, ``hook_attn_in`` with ``cfg.use_attn_in``) and ``hook_mlp_in``
+  (``cfg.use_hook_mlp_in``) exist only when those switches are on.
 """
 
 from __future__ import annotations
@@ -64,6 +67,38 @@ class LayerNorm(nn.Module):
         return self.hook_normalized(x / scale * self.w + self.b)
 
 
+class FinalLayerNorm(LayerNorm):
+    """The tower's last LayerNorm, as TransformerLens's ``LayerNormPre`` after ``fold_ln``: calling it
+    centres and scales (``hook_scale``, ``hook_normalized``), and its gain and bias ``w``, ``b``
+    are applied by whatever reads it (``affine``: the projection, the pooling head, a zero-shot head).
+
+    So ``apply_ln=True`` has one meaning in every ``ActivationCache`` helper: centre and divide by
+    the LayerNorm scale (cached, or recomputed per component by ``accumulated_resid``), never the
+    affine; ``W_U``, ``b_U`` and ``W_joint``, ``b_joint`` carry it, as a folded ``W_U`` does in
+    TransformerLens.
+    """
+
+    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        if not self.hook_scale.has_hooks():
+            return self.hook_normalized(F.layer_norm(x, (x.shape[-1],), None, None, self.eps))
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(x / scale)
+
+    def affine(self, normalized: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """``normalized * w + b``: the gain and bias, applied to this module's output."""
+        return normalized * self.w + self.b
+
+    def full(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The whole LayerNorm, ``affine(self(x))``, as the reference implementation computes it."""
+        return self.affine(self(x))
+
+
+def per_head(x: Float[Tensor, "batch pos d_model"], n_heads: int) -> Float[Tensor, "batch pos n_heads d_model"]:
+    """One copy of ``x`` per head (TransformerLens's split-input hooks patch them separately)."""
+    return x.unsqueeze(-2).expand(*x.shape[:-1], n_heads, x.shape[-1]).clone()
+
+
 class Attention(nn.Module):
     """Multi-head attention with the TransformerLens hooks q, k, v, attn_scores, pattern, z, result."""
 
@@ -101,25 +136,30 @@ class Attention(nn.Module):
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     def _project(self, x: Tensor, W: Tensor, b: Tensor) -> Tensor:
-        # [b, p, d] @ [d, h*e] as one matmul, then split heads: [b, p, h, e]
         h, d, e = W.shape
+        if x.ndim == 4:  # one input per head, [b, p, h, d] (split-input hooks)
+            return torch.einsum("bphd,hde->bphe", x, W) + b
+        # [b, p, d] @ [d, h*e] as one matmul, then split heads: [b, p, h, e]
         return (x @ W.permute(1, 0, 2).reshape(d, h * e)).view(*x.shape[:-1], h, e) + b
 
     def forward(
         self,
-        x: Float[Tensor, "batch pos d_model"],
+        x: Float[Tensor, "batch pos d_model"] | Float[Tensor, "batch pos n_heads d_model"],
         mask: Float[Tensor, "batch 1 pos key_pos"] | None = None,
         context: Float[Tensor, "batch key_pos d_model"] | None = None,
+        key_input: Float[Tensor, "batch pos n_heads d_model"] | None = None,
+        value_input: Float[Tensor, "batch pos n_heads d_model"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         """``mask`` is additive (0 where attention is allowed, a large negative number elsewhere).
 
         ``context``: the tokens that keys and values are read from (cross-attention, as in an
-        attention-pooling head); ``x`` by default.
+        attention-pooling head); ``x`` by default. ``key_input``/``value_input``: separate
+        per-head inputs for keys and values (split-input hooks); ``x`` is then per head too.
         """
         context = x if context is None else context
         q = self.hook_q(self._project(x, self.W_Q, self.b_Q))
-        k = self.hook_k(self._project(context, self.W_K, self.b_K))
-        v = self.hook_v(self._project(context, self.W_V, self.b_V))
+        k = self.hook_k(self._project(context if key_input is None else key_input, self.W_K, self.b_K))
+        v = self.hook_v(self._project(context if value_input is None else value_input, self.W_V, self.b_V))
         if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
             scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
             if mask is not None:
@@ -162,19 +202,43 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN block: ``resid_mid = resid_pre + attn(ln1(resid_pre))``, then the MLP likewise."""
+    """Pre-LN block: ``resid_mid = resid_pre + attn(ln1(resid_pre))``, then the MLP likewise.
+
+    TransformerLens's optional input hooks, off by default (``cfg.use_attn_in``,
+    ``cfg.use_split_qkv_input``, ``cfg.use_hook_mlp_in``): ``hook_attn_in`` ``[batch, pos, n_heads,
+    d_model]`` (one copy of ``resid_pre`` per head, feeding queries, keys and values),
+    ``hook_q_input``/``hook_k_input``/``hook_v_input`` (one copy per head for each), and
+    ``hook_mlp_in`` ``[batch, pos, d_model]`` (what enters ``ln2``). ``ln1`` then normalises each
+    copy; the output is unchanged while nobody edits them.
+    """
 
     def __init__(self, cfg: TowerConfig):
         super().__init__()
+        self.cfg = cfg
         self.hook_resid_pre = HookPoint()
+        self.hook_attn_in = HookPoint()
+        self.hook_q_input = HookPoint()
+        self.hook_k_input = HookPoint()
+        self.hook_v_input = HookPoint()
         self.ln1 = LayerNorm(cfg.d_model, cfg.eps)
         self.attn = Attention(cfg)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
+        self.hook_mlp_in = HookPoint()
         self.ln2 = LayerNorm(cfg.d_model, cfg.eps)
         self.mlp = MLP(cfg)
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+
+    def _attend(self, resid: Tensor, mask: Tensor | None) -> Tensor:
+        cfg = self.cfg
+        if cfg.use_split_qkv_input:
+            q, k, v = (hook(per_head(resid, cfg.n_heads)) for hook in (self.hook_q_input, self.hook_k_input, self.hook_v_input))
+            return self.attn(self.ln1(q), mask, key_input=self.ln1(k), value_input=self.ln1(v))
+        if cfg.use_attn_in:
+            x = self.ln1(self.hook_attn_in(per_head(resid, cfg.n_heads)))
+            return self.attn(x, mask, key_input=x, value_input=x)
+        return self.attn(self.ln1(resid), mask)
 
     def forward(
         self,
@@ -182,8 +246,9 @@ class TransformerBlock(nn.Module):
         mask: Float[Tensor, "batch 1 pos pos"] | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         resid = self.hook_resid_pre(resid)
-        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid), mask)))
-        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self._attend(resid, mask)))
+        mlp_in = self.hook_mlp_in(resid.clone()) if self.cfg.use_hook_mlp_in else resid
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(mlp_in))))
 
 
 class AttentionPool(nn.Module):

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from sith_lens.adapters.families import HF_FAMILIES, HFFamily, hf_family, towers_from_hf
+from sith_lens.adapters.text_tokens import TextTokens, special_token_ids
 from sith_lens.adapters.transformer_lens import HookedCLIPText, HookedCLIPVision
 
 logger = logging.getLogger(__name__)
@@ -35,15 +35,6 @@ logger = logging.getLogger(__name__)
 
 class ModelNotAvailableError(FileNotFoundError):
     """The requested checkpoint is neither a local directory nor in the Hugging Face cache."""
-
-
-class TextTokens(NamedTuple):
-    """Tokenised texts, ready for ``HookedCLIPText``."""
-
-    input_ids: Int[Tensor, "batch pos"]
-    """Token ids, padded on the right."""
-    attention_mask: Int[Tensor, "batch pos"]
-    """1 for real tokens, 0 for padding."""
 
 
 @dataclass
@@ -137,15 +128,23 @@ class HookedCLIP(nn.Module):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.register_buffer("image_mean", None, persistent=False)
-        if tokenizer is not None:  # what text.add_sae(..., exclude_special_tokens=True) bypasses
-            from sith_lens.lucid.collect import special_token_ids
 
-            text.special_token_ids = tuple(sorted(special_token_ids(tokenizer)))
+    @property
+    def tokenizer(self) -> Any:
+        """The text tower's tokenizer (``text.tokenizer``), or None."""
+        return self.text.tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Any) -> None:
+        self.text.tokenizer = tokenizer
+        # what text.add_sae(..., exclude_special_tokens=True) bypasses
+        self.text.special_token_ids = tuple(sorted(special_token_ids(tokenizer))) if tokenizer is not None else ()
 
     # -- inputs --------------------------------------------------------------------------------------
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> TextTokens:
         """Tokenise strings with the model's own tokenizer: padded on the right (to the longest text,
-        or to the full context ``n_ctx`` for SigLIP, as in its training) and at most ``n_ctx`` long.
+        or to the full context ``n_ctx`` for SigLIP, as in its training) and at most ``n_ctx`` long
+        (``text.tokenize``; ``text.to_tokens`` gives the ids alone, as in TransformerLens).
 
         Args:
             texts: one string or a list of strings.
@@ -156,48 +155,32 @@ class HookedCLIP(nn.Module):
             >>> toks = model.tokenize(["a red circle", "a dog"])
             >>> toks.input_ids.shape     # [2, longest]
         """
-        if self.tokenizer is None:
-            raise ValueError(
-                f"model {self.cfg.model_name!r} has no tokenizer: pass token ids instead, or "
-                "load_clip(model, tokenizer=AutoTokenizer.from_pretrained(...))"
-            )
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise ValueError("tokenize needs a non-empty list of strings")
-        cfg = self.text.cfg
-        enc = self.tokenizer(
-            texts, padding="max_length" if cfg.pad_to_n_ctx else True, truncation=True, max_length=cfg.n_ctx,
-            return_tensors="pt",
-        )
-        ids = enc["input_ids"]
-        mask = enc.get("attention_mask")
-        if mask is None:  # SigLIP's tokenizer returns ids only
-            pad = getattr(self.tokenizer, "pad_token_id", None)
-            mask = torch.ones_like(ids) if pad is None else (ids != pad).long()
-        # only a text that fills the whole context can have been cut: tokenise those again, uncut
-        full = [texts[i] for i in (mask.sum(1) >= cfg.n_ctx).nonzero().flatten().tolist()]
-        if full:
-            self._check_length(full, len(texts), truncate)
-        device = self.text.W_E.device
-        return TextTokens(ids.to(device), mask.to(device))
+        return self.text.tokenize(texts, truncate)
 
-    def _check_length(self, texts: list[str], n_texts: int, truncate: bool) -> None:
-        """Warn about (or, without ``truncate``, refuse) the ``texts`` longer than the context;
-        ``n_texts`` is how many texts the caller tokenised in all."""
-        n_ctx = self.text.cfg.n_ctx
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
-        too_long = [i for i, n in enumerate(lengths) if n > n_ctx]
-        if not too_long:
-            return
-        msg = (
-            f"{len(too_long)} of {n_texts} texts are longer than the {n_ctx}-token context "
-            f"(the longest has {max(lengths)} tokens), e.g. {texts[too_long[0]][:60]!r}"
-        )
-        if not truncate:
-            raise ValueError(f"{msg}; shorten them, or pass truncate=True to cut them to fit")
-        warnings.warn(f"{msg}; they are truncated to fit (pass truncate=False to raise instead)", UserWarning, stacklevel=3)
+    def attach_zero_shot_head(
+        self, class_prompts: Sequence[str | Sequence[str]], templates: Sequence[str] = ("{}",),
+        labels: Sequence[str] | None = None,
+    ) -> None:
+        """Give the vision tower a zero-shot head as its unembed (``W_U``, ``b_U``,
+        ``return_type="logits"``/``"loss"``), so TransformerLens's attribution code runs on images.
+
+        Args:
+            class_prompts: a class name per class (put into every template) or a list of prompts.
+            templates: prompt templates with ``{}`` (CLIP's recipe averages them).
+            labels: class names for ``to_single_token``/``logit_attrs``; default the class names
+                (or each list's first prompt).
+
+        Example:
+            >>> model.attach_zero_shot_head(["red circle", "blue square"], templates=["a {}"])
+            >>> _, cache = model.vision.run_with_cache(pixels)
+            >>> cache.logit_attrs(cache.decompose_resid(pos_slice=0), tokens="red circle").shape
+        """
+        from sith_lens.zeroshot import zero_shot_weights
+
+        weights = zero_shot_weights(self, class_prompts, templates)
+        if labels is None:
+            labels = [c if isinstance(c, str) else c[0] for c in class_prompts]
+        self.vision.set_zero_shot_head(weights, labels, logit_scale=float(self.logit_scale.exp()))
 
     def preprocess(self, images: Any) -> Float[Tensor, "batch channel height width"]:
         """Resize, crop and normalise images (PIL images, file paths or HWC uint8 arrays).

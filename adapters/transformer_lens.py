@@ -16,6 +16,16 @@ Vision tower, in the order the forward pass runs::
     ln_final.hook_scale / ln_final.hook_normalized   (applied to every token, not only CLS)
     hook_joint_tokens    [batch, pos, d_proj]   every token in the joint space (only with return_type="tokens")
 
+``ln_final`` centres and scales only, as TransformerLens's ``LayerNormPre`` after ``fold_ln``: its
+gain and bias are applied by the read-out that follows it (``components.FinalLayerNorm``), so
+``apply_ln=True`` means one thing in every ``ActivationCache`` helper and the folded read-outs
+``W_joint``/``b_joint`` (into the joint space) and ``W_U``/``b_U`` (a zero-shot head,
+``unembed.py``) turn its output into embeddings and logits exactly.
+
+Optional hooks, off by default as in TransformerLens: ``attn.hook_result``, the split inputs
+``hook_q_input``/``hook_k_input``/``hook_v_input``, ``hook_attn_in`` and ``hook_mlp_in``
+(``hook_switches.py``).
+
 ``hook_embed`` is taken *after* ``ln_pre``: CLIP normalises the embeddings before the first block,
 so that is what enters the residual stream, and ``cache.decompose_resid()`` then sums exactly to
 the final residual. The vision tower has no ``hook_pos_embed`` for the same reason.
@@ -51,8 +61,11 @@ try:  # TransformerLens 3.x and 4.x
 except ImportError:  # TransformerLens 2.x
     from transformer_lens.hook_points import HookedRootModule
 
-from sith_lens.adapters.components import AttentionPool, LayerNorm, TransformerBlock
+from sith_lens.adapters.components import AttentionPool, FinalLayerNorm, LayerNorm, TransformerBlock
+from sith_lens.adapters.hook_switches import HookSwitches
 from sith_lens.adapters.splice import SAESplicing
+from sith_lens.adapters.text_tokens import TextTokenizing
+from sith_lens.adapters.unembed import ZeroShotUnembed
 
 Modality = Literal["vision", "text"]
 
@@ -112,8 +125,9 @@ class TowerConfig:
     CLIP default of the modality."""
     proj_bias: bool = False
     """The projection into the joint space has a bias ``b_proj`` (SigLIP's text head)."""
-    causal: bool = True
-    """Text only: causal attention (CLIP); SigLIP's text tower is bidirectional."""
+    causal: bool | None = None
+    """Causal attention: True for a CLIP text tower (the default for text), False for SigLIP's
+    text tower; a vision tower always attends both ways (False)."""
     mask_padding: bool = True
     """Text only: ``HookedCLIP.encode_text`` passes the padding mask. SigLIP was trained attending
     to its padding (transformers passes no mask either), so it is False there."""
@@ -128,6 +142,18 @@ class TowerConfig:
     """Where the weights came from."""
     use_attn_result: bool = False
     """Compute and hook per-head results ``blocks.{l}.attn.hook_result`` (memory heavy)."""
+    use_split_qkv_input: bool = False
+    """Hook one copy of each block's input per head for queries, keys and values
+    (``hook_q_input``/``hook_k_input``/``hook_v_input``), as in TransformerLens."""
+    use_attn_in: bool = False
+    """Hook one copy of each block's input per head (``hook_attn_in``), as in TransformerLens."""
+    use_hook_mlp_in: bool = False
+    """Hook the MLP's input (``hook_mlp_in``), as in TransformerLens."""
+    n_key_value_heads: int | None = None
+    """Key/value heads when fewer than ``n_heads`` (grouped-query attention); None: every head has
+    its own (all CLIP-family towers). TransformerLens's k/v patching helpers read it."""
+    d_vocab_out: int = 0
+    """Vision only: the number of classes of the attached zero-shot head (``W_U``), 0 without one."""
     normalization_type: str = "LN"
     """Read by ``ActivationCache.apply_ln_to_stack``; always LayerNorm here."""
     attn_only: bool = False
@@ -148,6 +174,15 @@ class TowerConfig:
     def __post_init__(self) -> None:
         if self.modality not in POOLINGS:
             raise ValueError(f"modality must be 'vision' or 'text', got {self.modality!r}")
+        if self.causal is None:
+            self.causal = self.modality == "text"
+        if self.causal and self.modality == "vision":
+            raise ValueError("a vision tower attends in both directions; causal must be False (or unset)")
+        if self.n_key_value_heads not in (None, self.n_heads):
+            raise ValueError(
+                f"n_key_value_heads={self.n_key_value_heads}: CLIP-family towers give every head its own keys "
+                f"and values; leave it None (or {self.n_heads})"
+            )
         if self.n_heads * self.d_head != self.d_model:
             raise ValueError(
                 f"n_heads * d_head must equal d_model, got {self.n_heads} * {self.d_head} != {self.d_model}"
@@ -168,9 +203,10 @@ class TowerConfig:
             raise ValueError("a text tower needs d_vocab > 0")
 
 
-class HookedCLIPTower(SAESplicing, HookedRootModule):
-    """What both towers share: blocks, ``ln_final``, projection, stacked weights, caching, and
-    splicing SAELens SAEs in (``add_sae``, ``run_with_saes``... see ``splice.py``)."""
+class HookedCLIPTower(HookSwitches, SAESplicing, HookedRootModule):
+    """What both towers share: blocks, ``ln_final``, projection, stacked weights, caching, the
+    optional hooks (``hook_switches.py``) and splicing SAELens SAEs in (``add_sae``,
+    ``run_with_saes``... see ``splice.py``)."""
 
     def __init__(self, cfg: TowerConfig):
         super().__init__()
@@ -181,7 +217,7 @@ class HookedCLIPTower(SAESplicing, HookedRootModule):
         that modules (and ``hook_dict``) are registered in the order the forward pass runs."""
         cfg = self.cfg
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.ln_final = LayerNorm(cfg.d_model, cfg.eps)
+        self.ln_final = FinalLayerNorm(cfg.d_model, cfg.eps)
         if cfg.pooling == "map":
             if cfg.d_proj != cfg.d_model:
                 raise ValueError(f"an attention-pooled tower embeds in d_model={cfg.d_model}, got d_proj={cfg.d_proj}")
@@ -199,6 +235,9 @@ class HookedCLIPTower(SAESplicing, HookedRootModule):
         # joint space is the pooling head's value-output map (see AttentionPool.W_VO).
         if name == "W_proj" and self.__dict__.get("cfg") is not None and self.cfg.pooling == "map":
             return self.attn_pool.W_VO
+        attr = getattr(type(self), name, None)
+        if isinstance(attr, property):  # the property raised AttributeError: give its own message
+            return attr.__get__(self)
         return super().__getattr__(name)
 
     # -- stacked weights, [n_layers, ...], as HookedTransformer exposes them ----------------------
@@ -246,6 +285,34 @@ class HookedCLIPTower(SAESplicing, HookedRootModule):
         return self._stack("mlp", "W_out")
 
     @property
+    def b_in(self) -> Float[Tensor, "n_layers d_mlp"]:
+        return self._stack("mlp", "b_in")
+
+    @property
+    def b_out(self) -> Float[Tensor, "n_layers d_model"]:
+        return self._stack("mlp", "b_out")
+
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Float[Tensor, " d_model"]:
+        """Sum of the output biases of the blocks before ``layer`` (``b_O``, and ``b_out`` unless
+        ``include_mlp_biases=False``), plus this layer's ``b_O`` with ``mlp_input``, as
+        ``HookedTransformer.accumulated_bias`` (``cache.get_full_resid_decomposition`` reads it).
+
+        Example:
+            >>> model.vision.accumulated_bias(model.vision.cfg.n_layers).shape   # [d_model]
+        """
+        n_layers = self.cfg.n_layers
+        if not 0 <= layer <= n_layers or (mlp_input and layer == n_layers):
+            raise ValueError(f"layer must lie in [0, {n_layers}{')' if mlp_input else ']'}, got {layer}")
+        total = torch.zeros_like(self.blocks[0].attn.b_O)
+        for block in self.blocks[:layer]:
+            total = total + block.attn.b_O
+            if include_mlp_biases:
+                total = total + block.mlp.b_out
+        if mlp_input:
+            total = total + self.blocks[layer].attn.b_O
+        return total
+
+    @property
     def OV(self) -> FactoredMatrix:
         """``W_V @ W_O`` for every head, ``[n_layers, n_heads, d_model, d_model]``, kept factored.
 
@@ -260,22 +327,29 @@ class HookedCLIPTower(SAESplicing, HookedRootModule):
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     # -- TransformerLens conveniences --------------------------------------------------------------
-    def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Turn per-head results (``blocks.{l}.attn.hook_result``) on or off, as in TransformerLens."""
-        self.cfg.use_attn_result = use_attn_result
-
     def run_with_cache(
         self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
     ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
         """Run the tower and cache activations; returns ``(output, ActivationCache)``.
 
         Takes the same arguments as ``HookedRootModule.run_with_cache`` (``names_filter``,
-        ``device``, ``incl_bwd``...) plus the tower's own forward arguments.
+        ``device``, ``incl_bwd``...) plus the tower's own forward arguments. ``incl_bwd=True``
+        calls ``backward()`` on the output, so it needs a scalar: the vision tower's
+        ``return_type="loss"`` with ``labels=`` and a zero-shot head (``unembed.py``). Anything else
+        is refused; for another scalar, add backward hooks with ``tower.hooks(bwd_hooks=...)``
+        and call ``backward()`` on it yourself.
 
         Example:
             >>> embeds, cache = model.vision.run_with_cache(pixels)
             >>> cache["pattern", 0].shape   # [batch, n_heads, pos, pos]
         """
+        if kwargs.get("incl_bwd") and kwargs.get("return_type") != "loss":
+            how = ("pass return_type='loss' and labels= (class indices) after model.attach_zero_shot_head(classes)"
+                   if self.cfg.modality == "vision" else "the text tower has no scalar output")
+            raise ValueError(
+                "incl_bwd=True calls backward() on the output, which must be a scalar: " + how + "; or add "
+                "backward hooks with `with tower.hooks(bwd_hooks=[(name, fn)]): scalar_of(tower(x)).backward()`"
+            )
         out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
         if return_cache_object:
             return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
@@ -288,6 +362,7 @@ class HookedCLIPTower(SAESplicing, HookedRootModule):
         return module
 
     def _run_blocks(self, resid: Tensor, mask: Tensor | None = None, final_ln: bool = True) -> Tensor:
+        """The blocks, then (with ``final_ln``) ``ln_final``'s centring and scaling (not its affine)."""
         for block in self.blocks:
             resid = block(resid, mask)
         return self.ln_final(resid) if final_ln else resid
@@ -298,20 +373,22 @@ class HookedCLIPTower(SAESplicing, HookedRootModule):
         attention-pooled tower, where it is the linear part of the pooling head."""
         return self.cfg.pooling != "map"
 
-    @staticmethod
-    def _check_return_type(return_type: str | None) -> None:
+    def _check_return_type(self, return_type: str | None) -> None:
         if return_type not in ("embed", "tokens", None):
-            raise ValueError(f"return_type must be 'embed', 'tokens' or None, got {return_type!r}")
+            extra = ", 'logits' or 'loss' (with a zero-shot head)" if self.cfg.modality == "vision" else ""
+            raise ValueError(f"return_type must be 'embed', 'tokens', None{extra}; got {return_type!r}")
 
     def _project_output(self, normalized: Tensor, pooled: Tensor | None, return_type: str | None) -> Tensor | None:
-        """``pooled`` is None for an attention-pooled tower, which pools in ``attn_pool``."""
+        """``normalized``/``pooled``: ``ln_final``'s output before its affine; ``pooled`` is None
+        for an attention-pooled tower, which pools in ``attn_pool``."""
         if return_type is None:
             return None
+        affine = self.ln_final.affine
         if self.cfg.pooling == "map":
             if return_type == "embed":
-                return self.attn_pool(normalized)
-            return self.hook_joint_tokens(self.attn_pool.per_token(normalized))
-        out = (pooled if return_type == "embed" else normalized) @ self.W_proj
+                return self.attn_pool(affine(normalized))
+            return self.hook_joint_tokens(self.attn_pool.per_token(affine(normalized)))
+        out = affine(pooled if return_type == "embed" else normalized) @ self.W_proj
         out = out + self.b_proj if self.cfg.proj_bias else out
         return out if return_type == "embed" else self.hook_joint_tokens(out)
 
@@ -348,11 +425,13 @@ class VisionEmbed(nn.Module):
         return tokens + self.hook_pos(self.W_pos.expand(b, -1, -1))
 
 
-class HookedCLIPVision(HookedCLIPTower):
+class HookedCLIPVision(ZeroShotUnembed, HookedCLIPTower):
     """A CLIP vision tower with TransformerLens hooks.
 
     ``forward(pixels)`` returns the image embedding in the joint space, ``[batch, d_proj]``, equal
-    to ``CLIPModel.get_image_features`` (unnormalised).
+    to ``CLIPModel.get_image_features`` (unnormalised). With a zero-shot head attached
+    (``set_zero_shot_head``, ``unembed.py``) it also has ``W_U``, ``b_U`` and the return types
+    ``"logits"`` and ``"loss"``.
 
     Example:
         >>> model = sl.load_clip("random:tiny")
@@ -369,6 +448,16 @@ class HookedCLIPVision(HookedCLIPTower):
         self.ln_pre = LayerNorm(cfg.d_model, cfg.eps) if cfg.has_ln_pre else None
         self.hook_embed = HookPoint()
         self._build_trunk()
+
+    @property
+    def W_E(self) -> Float[Tensor, "patch_dim d_model"]:
+        """The patch embedding, ``[n_channels * patch_size**2, d_model]`` (``embed.W_E``)."""
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
+        """The position embeddings, ``[n_ctx, d_model]`` (``embed.W_pos``)."""
+        return self.embed.W_pos
 
     def _check_pixels(self, pixels: Tensor) -> None:
         size = self.cfg.image_size
@@ -397,17 +486,24 @@ class HookedCLIPVision(HookedCLIPTower):
     def forward(
         self,
         pixels: Float[Tensor, "batch channel height width"],
-        return_type: Literal["embed", "tokens"] | None = "embed",
-    ) -> Float[Tensor, "batch d_proj"] | Float[Tensor, "batch pos d_proj"] | None:
+        return_type: Literal["embed", "tokens", "logits", "loss"] | None = "embed",
+        labels: Int[Tensor, " batch"] | None = None,
+    ) -> Float[Tensor, "batch d_proj"] | Float[Tensor, "batch pos d_proj"] | Float[Tensor, "batch n_classes"] | None:
         """Run the tower.
 
         Args:
             pixels: preprocessed images (``HookedCLIP.preprocess``).
             return_type: ``"embed"``, the pooled image embedding ``[batch, d_proj]``;
                 ``"tokens"``, every token through ``ln_final`` and the projection,
-                ``[batch, pos, d_proj]`` (hook ``hook_joint_tokens``); ``None``, nothing (for caching only).
+                ``[batch, pos, d_proj]`` (hook ``hook_joint_tokens``); ``None``, nothing (for
+                caching only). With a zero-shot head: ``"logits"`` ``[batch, n_classes]``, and
+                ``"loss"``, a scalar cross-entropy against ``labels``.
+            labels: class indices ``[batch]``, for ``return_type="loss"``.
         """
         self._check_pixels(pixels)
+        if return_type in ("logits", "loss"):
+            self._classes()  # a clear error before the forward pass when no head is attached
+            return self._zero_shot_output(self(pixels), return_type, labels)
         self._check_return_type(return_type)
         if self._acts_to_saes:
             self._set_sae_token_masks(self.cfg.n_ctx, pixels.shape[0])
@@ -432,7 +528,7 @@ class HookedCLIPVision(HookedCLIPTower):
         return None
 
 
-class HookedCLIPText(HookedCLIPTower):
+class HookedCLIPText(TextTokenizing, HookedCLIPTower):
     """A CLIP text tower with TransformerLens hooks.
 
     ``forward(tokens, attention_mask)`` returns the text embedding in the joint space,

@@ -197,7 +197,7 @@ class ZeroShot:
             labels = torch.from_numpy(d.labels).long()
             for l, h in heads:
                 z = cache[f"blocks.{l}.attn.hook_z"][:, :1, h]
-                img = vision.ln_final(resid + (self.mean_z[l][:1, h] - z) @ vision.W_O[l, h])[:, 0] @ vision.W_proj
+                img = vision.ln_final.full(resid + (self.mean_z[l][:1, h] - z) @ vision.W_O[l, h])[:, 0] @ vision.W_proj
                 logits = scale * (img / img.norm(dim=-1, keepdim=True)) @ self.prompts[a].T
                 out[(l, h)][a] = float(logits.log_softmax(-1).gather(1, labels[:, None]).mean())
         check = self.evaluate(heads[0], direct=True)[1]

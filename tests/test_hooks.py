@@ -179,13 +179,14 @@ def test_tokens_return_type_projects_every_position(tiny, pixels):
 
 def test_names_filter_and_accumulated_resid_logit_lens(tiny, pixels):
     """A filtered cache holds only what was asked; accumulated_resid(apply_ln=True) runs each
-    stream through our ln_final, so the last one reproduces every token's joint-space output."""
+    stream through ln_final's centring and scaling, so the last one, read out with W_joint and
+    b_joint, reproduces every token's joint-space output."""
     keep = ("hook_resid_pre", "hook_resid_post", "ln_final.hook_scale")
     _, cache = tiny.vision.run_with_cache(pixels, names_filter=lambda name: name.endswith(keep))
     assert cache.keys() and all(k.endswith(keep) for k in cache.keys())
     acc, labels = cache.accumulated_resid(apply_ln=True, return_labels=True)
     assert acc.shape[0] == tiny.vision.cfg.n_layers + 1 and labels[-1] == "final_post"
-    lens = acc[-1] @ tiny.vision.W_proj
+    lens = acc[-1] @ tiny.vision.W_joint + tiny.vision.b_joint  # ln_final's gain and bias live in the read-out
     torch.testing.assert_close(lens, tiny.vision(pixels, return_type="tokens"), rtol=1e-5, atol=1e-5)
 
 

@@ -121,7 +121,7 @@ def test_bad_inputs_name_the_fix(tiny):
     with pytest.raises(ValueError, match="no tokenizer"):
         tiny.encode_text(["a cat"])
     with pytest.raises(ValueError, match="return_type"):
-        tiny.vision(torch.randn(1, 3, 32, 32), return_type="logits")
+        tiny.vision(torch.randn(1, 3, 32, 32), return_type="logit")
 
 
 def test_cli_info_prints_summary():

@@ -84,7 +84,8 @@ def test_residual_stream_matches_hidden_states(hf_siglip, siglip):
     assert cache["blocks.0.hook_resid_pre"].shape[1] == siglip.vision.cfg.n_patches  # no CLS token
     for layer in range(siglip.vision.cfg.n_layers):
         assert rel_err(cache["resid_post", layer], out.hidden_states[layer + 1]) < RTOL
-    assert rel_err(cache["ln_final.hook_normalized"], out.last_hidden_state) < RTOL
+    # ln_final centres and scales; its gain and bias are the read-out's (as after TL's fold_ln)
+    assert rel_err(siglip.vision.ln_final.affine(cache["ln_final.hook_normalized"]), out.last_hidden_state) < RTOL
 
 
 def test_map_head_hooks_exist_with_their_shapes(hf_siglip, siglip):
@@ -132,9 +133,10 @@ def test_per_token_outputs_pool_each_patch_on_its_own(hf_siglip, siglip):
     with torch.no_grad():
         tokens = siglip.vision(pixels, return_type="tokens")
         _, cache = siglip.vision.run_with_cache(pixels, names_filter="ln_final.hook_normalized")
-        one = cache["ln_final.hook_normalized"][:, 3:4]  # a single token: the probe must attend to it
+        normalized = siglip.vision.ln_final.affine(cache["ln_final.hook_normalized"])
+        one = normalized[:, 3:4]  # a single token: the probe must attend to it
         torch.testing.assert_close(head(one), tokens[:, 3], rtol=1e-5, atol=1e-6)
-        lin = cache["ln_final.hook_normalized"] @ siglip.vision.W_proj  # the linear part, W_proj
+        lin = normalized @ siglip.vision.W_proj  # the linear part, W_proj
         bias = head.attn.b_V.reshape(-1) @ head.attn.W_O.reshape(-1, head.attn.W_O.shape[-1]) + head.attn.b_O
     assert tokens.shape == (2, siglip.vision.cfg.n_patches, siglip.cfg.d_proj)
     assert not siglip.vision.joint_readout_is_exact

@@ -25,6 +25,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from sith_lens.adapters.text_tokens import special_token_ids, token_strings  # noqa: F401 (re-exported)
+
 from .data import PairedActivations
 from .terms import token_weight
 
@@ -34,28 +36,6 @@ logger = logging.getLogger(__name__)
 JOINT = "hook_joint_tokens"
 #: Transport mass of a function word relative to a content word (our choice, lucid_spec.md §3.2).
 FUNCTION_WORD_WEIGHT = 0.1
-
-
-def special_token_ids(tokenizer: Any) -> set[int]:
-    """Ids of the tokenizer's special tokens (start, end, padding...), for HF and open_clip tokenizers."""
-    ids = set(getattr(tokenizer, "all_special_ids", None) or [])
-    inner = getattr(tokenizer, "tokenizer", None)  # OpenCLIPTokenizer wraps open_clip's
-    for source in (tokenizer, inner):
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id", "sot_token_id", "eot_token_id"):
-            value = getattr(source, name, None) if source is not None else None
-            if isinstance(value, int):
-                ids.add(value)
-    return ids
-
-
-def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """The string of each token id."""
-    if hasattr(tokenizer, "convert_ids_to_tokens"):
-        return [str(t) for t in tokenizer.convert_ids_to_tokens(list(ids))]
-    decoder = getattr(getattr(tokenizer, "tokenizer", None), "decoder", None)  # open_clip SimpleTokenizer
-    if isinstance(decoder, dict):
-        return [decoder.get(int(i), "") for i in ids]
-    return [tokenizer.decode([int(i)]) for i in ids]
 
 
 def _tower_tokens(tower: Any, hook: str, inputs: tuple, kwargs: dict) -> Tensor:
