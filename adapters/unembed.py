@@ -194,12 +194,21 @@ class ZeroShotUnembed:
         return W_U.T[torch.as_tensor(tokens, device=W_U.device)]
 
     # -- outputs ----------------------------------------------------------------------------------
+    def zero_shot_logits(self, embeds: Float[Tensor, "batch d_proj"]) -> Float[Tensor, "batch n_classes"]:
+        """The head's logits for image embeddings (the tower's default output), ``embeds @ T.T``;
+        what a patching metric applies to the patched output.
+
+        Example:
+            >>> metric = lambda embeds: model.vision.zero_shot_logits(embeds)[:, 0].mean()
+        """
+        return embeds @ self._classes().T
+
     def _zero_shot_output(
         self, embeds: Float[Tensor, "batch d_proj"], return_type: str, labels: Int[Tensor, " batch"] | None
     ) -> Float[Tensor, "batch n_classes"] | Float[Tensor, ""]:
         classes = self._classes()
         if return_type == "logits":
-            return embeds @ classes.T
+            return self.zero_shot_logits(embeds)
         if labels is None:
             raise ValueError("return_type='loss' needs labels=, a class index per image (LongTensor [batch])")
         labels = torch.as_tensor(labels, device=embeds.device)
