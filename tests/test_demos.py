@@ -41,7 +41,8 @@ def test_hooked_forward_benchmark_runs_for_siglip():
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["model"] == "siglip-b-16" and result["parity_rel_err"] < 1e-5
-    assert result["ratio_no_hooks"] > 0 and result["ratio_with_cache"] > 0
+    assert result["ratio_no_hooks"] > 0 and result["ratio_with_cache"] > 0 and result["ratio_split_inputs"] > 0
+    assert result["split_inputs_parity_rel_err"] < 1e-5
 
 
 def test_prisma_tour_runs_on_the_toy_clip_and_a_random_clip(capsys):
