@@ -65,7 +65,7 @@ from sith_lens.adapters.components import AttentionPool, FinalLayerNorm, LayerNo
 from sith_lens.adapters.hook_switches import HookSwitches
 from sith_lens.adapters.splice import SAESplicing
 from sith_lens.adapters.text_tokens import TextTokenizing
-from sith_lens.adapters.unembed import ZeroShotUnembed
+from sith_lens.adapters.unembed import LinearReadout, NoZeroShotHeadError, ZeroShotUnembed
 
 Modality = Literal["vision", "text"]
 
@@ -528,7 +528,7 @@ class HookedCLIPVision(ZeroShotUnembed, HookedCLIPTower):
         return None
 
 
-class HookedCLIPText(TextTokenizing, HookedCLIPTower):
+class HookedCLIPText(LinearReadout, TextTokenizing, HookedCLIPTower):
     """A CLIP text tower with TransformerLens hooks.
 
     ``forward(tokens, attention_mask)`` returns the text embedding in the joint space,
@@ -558,6 +558,15 @@ class HookedCLIPText(TextTokenizing, HookedCLIPTower):
     @property
     def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
         return self.pos_embed.W_pos
+
+    def tokens_to_residual_directions(self, tokens: Any) -> Tensor:
+        """Refused: the text tower ends in the joint space, with no vocabulary read-out to attribute
+        to (TransformerLens's ``logit_attrs`` calls this)."""
+        raise NoZeroShotHeadError(
+            "the text tower has no unembed: it ends in the joint space. Read components there with "
+            "cache.decompose_resid(apply_ln=True) @ text.W_joint (+ text.b_joint once), or attach a zero-shot "
+            "head to the vision tower (model.attach_zero_shot_head) for logit attribution on images"
+        )
 
     def pool_positions(self, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, " batch"]:
         """Index of the token that pools each sequence, by ``cfg.pooling``: the end-of-text token

@@ -41,7 +41,39 @@ class NoZeroShotHeadError(AttributeError, ValueError):
     ``AttributeError`` (``hasattr(tower, "W_U")`` is False) and a ``ValueError`` (bad input)."""
 
 
-class ZeroShotUnembed:
+class LinearReadout:
+    """Mixin for both towers: ``ln_final``'s gain and bias folded into the projection, the map from
+    ``apply_ln=True`` components to the joint space (TransformerLens folds ``ln_final`` into
+    ``W_U`` the same way)."""
+
+    @property
+    def W_joint(self) -> Float[Tensor, "d_model d_proj"]:
+        """``diag(ln_final.w) @ W_proj``: the map from ``apply_ln=True`` components to the joint space
+        (add ``b_joint`` once).
+
+        Example:
+            >>> stack = cache.decompose_resid(apply_ln=True, pos_slice=0)   # [components, batch, d_model]
+            >>> embeds = stack.sum(0) @ model.vision.W_joint + model.vision.b_joint
+        """
+        self._check_linear_readout()
+        return self.ln_final.w[:, None] * self.W_proj
+
+    @property
+    def b_joint(self) -> Float[Tensor, " d_proj"]:
+        """``ln_final.b @ W_proj (+ b_proj)``: the read-out's constant part."""
+        self._check_linear_readout()
+        bias = self.ln_final.b @ self.W_proj
+        return bias + self.b_proj if self.cfg.proj_bias else bias
+
+    def _check_linear_readout(self) -> None:
+        if self.cfg.pooling == "map":
+            raise NoZeroShotHeadError(
+                "no linear read-out into the joint space: this tower pools with an attention head (SigLIP's MAP "
+                "head), which is not linear in the residual stream; attribute to attn_pool.hook_out instead"
+            )
+
+
+class ZeroShotUnembed(LinearReadout):
     """Mixin for ``HookedCLIPVision``: attach class embeddings, then ``W_U``, ``b_U``,
     ``tokens_to_residual_directions``, ``to_single_token``, ``to_string`` and the ``"logits"`` /
     ``"loss"`` return types behave as on a TransformerLens language model."""
@@ -119,31 +151,6 @@ class ZeroShotUnembed:
                 "or model.vision.set_zero_shot_head(class_embeds, labels)"
             )
         return self._buffers["zero_shot_classes"]
-
-    # -- the read-out, folded as TransformerLens folds ln_final into W_U ---------------------------
-    @property
-    def W_joint(self) -> Float[Tensor, "d_model d_proj"]:
-        """``diag(ln_final.w) @ W_proj``: the map from ``apply_ln=True`` components to the joint space
-        (add ``b_joint`` once).
-
-        Example:
-            >>> stack = cache.decompose_resid(apply_ln=True, pos_slice=0)   # [components, batch, d_model]
-            >>> embeds = stack.sum(0) @ model.vision.W_joint + model.vision.b_joint
-        """
-        self._check_linear_readout()
-        return self.ln_final.w[:, None] * self.W_proj
-
-    @property
-    def b_joint(self) -> Float[Tensor, " d_proj"]:
-        """``ln_final.b @ W_proj (+ b_proj)``: the read-out's constant part."""
-        self._check_linear_readout()
-        bias = self.ln_final.b @ self.W_proj
-        return bias + self.b_proj if self.cfg.proj_bias else bias
-
-    def _check_linear_readout(self) -> None:
-        why = self._unembed_support()
-        if why:
-            raise NoZeroShotHeadError(f"no linear read-out into the joint space: {why}")
 
     @property
     def W_U(self) -> Float[Tensor, "d_model n_classes"]:

@@ -335,6 +335,24 @@ def test_head_and_neuron_results(case):
     torch.testing.assert_close(cache.get_neuron_results(1), cache["post", 1][..., None] * W_out)
 
 
+@by_tower
+def test_apply_ln_components_read_into_the_joint_space_exactly(case):
+    """The README recipe: apply_ln=True components @ W_joint, plus b_joint once, give the
+    embedding (SigLIP's vision tower, pooled by an attention head, refuses with the reason)."""
+    tower, x, pos = case
+    with torch.no_grad():
+        embeds, cache = tower.run_with_cache(x)
+        if tower.cfg.pooling == "map":
+            with pytest.raises(AttributeError, match="attention head"):
+                tower.W_joint
+            return
+        stack = cache.decompose_resid(apply_ln=True, pos_slice=pos)
+        assert relative(stack.sum(0) @ tower.W_joint + tower.b_joint, embeds) < 1e-5
+    if tower.cfg.modality == "text":
+        with pytest.raises(AttributeError, match="no unembed"):
+            cache.logit_attrs(stack, tokens=torch.zeros(len(x), dtype=torch.long), pos_slice=pos)
+
+
 # -- the zero-shot unembed: logit_attrs, logit lens, incl_bwd --------------------------------------
 def test_logit_attrs_match_reference_code_for_every_token_shape(toy_with_head):
     """TransformerLens's logit_attrs test, with class labels as the tokens."""
