@@ -2,7 +2,8 @@
 
 For a batch of images it prints, per head of the last layers:
 - the direct contribution of the head to the image embedding (its share of the embedding's norm,
-  via ``stack_head_results`` + ``apply_ln_to_stack`` + ``ln_final`` + projection);
+  via ``stack_head_results(apply_ln=True)`` read out by ``W_joint``, ``ln_final``'s gain folded
+  into the projection);
 - how much the embedding moves when the head is zero-ablated (``run_with_hooks`` on ``hook_z``);
 - how much attention the CLS token pays to itself.
 
@@ -28,7 +29,7 @@ def head_table(model: sl.HookedCLIP, pixels: torch.Tensor, last_layers: int) -> 
     with torch.no_grad():
         embeds, cache = tower.run_with_cache(pixels)
         heads = cache.stack_head_results(apply_ln=True)[:, :, 0]  # [layer*head, batch, d_model] at CLS
-        direct = (heads * tower.ln_final.w) @ tower.W_proj  # [layer*head, batch, d_proj]
+        direct = heads @ tower.W_joint  # [layer*head, batch, d_proj]; b_joint is no head's
         rows = []
         for layer in range(n_layers - last_layers, n_layers):
             for head in range(n_heads):
