@@ -45,9 +45,7 @@ def n_positions(model: Any, corrupted_input: Tensor) -> int:
     if not isinstance(corrupted_input, Tensor):
         raise TypeError(f"the corrupted input must be a tensor (pixels or token ids), got {type(corrupted_input).__name__}")
     if getattr(model.cfg, "modality", None) == "vision":
-        size, n_ch = model.cfg.image_size, model.cfg.n_channels
-        if corrupted_input.ndim != 4 or tuple(corrupted_input.shape[1:]) != (n_ch, size, size):
-            raise ValueError(f"corrupted pixels must have shape [batch, {n_ch}, {size}, {size}], got {list(corrupted_input.shape)}")
+        model._check_pixels(corrupted_input)  # the tower's own check: shape, dtype, finite, normalised
         return model.cfg.n_ctx
     return corrupted_input.shape[-1]
 

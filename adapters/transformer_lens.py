@@ -503,8 +503,12 @@ class HookedCLIPVision(ZeroShotUnembed, HookedCLIPTower):
         self._check_pixels(pixels)
         if return_type in ("logits", "loss"):
             self._classes()  # a clear error before the forward pass when no head is attached
-            return self._zero_shot_output(self(pixels), return_type, labels)
+            return self._zero_shot_output(self._run(pixels, "embed"), return_type, labels)
         self._check_return_type(return_type)
+        return self._run(pixels, return_type)
+
+    def _run(self, pixels: Tensor, return_type: str | None) -> Tensor | None:
+        """The forward pass on checked pixels, up to the output ``return_type`` names."""
         if self._acts_to_saes:
             self._set_sae_token_masks(self.cfg.n_ctx, pixels.shape[0])
         resid = self.embed(pixels)

@@ -65,12 +65,17 @@ class LinearReadout:
         bias = self.ln_final.b @ self.W_proj
         return bias + self.b_proj if self.cfg.proj_bias else bias
 
-    def _check_linear_readout(self) -> None:
+    def _nonlinear_readout(self) -> str | None:
+        """Why the tower has no linear read-out into the joint space, or None when it has one."""
         if self.cfg.pooling == "map":
-            raise NoZeroShotHeadError(
-                "no linear read-out into the joint space: this tower pools with an attention head (SigLIP's MAP "
-                "head), which is not linear in the residual stream; attribute to attn_pool.hook_out instead"
-            )
+            return ("this tower pools with an attention head (SigLIP's MAP head), which is not linear in the "
+                    "residual stream; attribute to attn_pool.hook_out instead")
+        return None
+
+    def _check_linear_readout(self) -> None:
+        why = self._nonlinear_readout()
+        if why:
+            raise NoZeroShotHeadError(f"no linear read-out into the joint space: {why}")
 
 
 class ZeroShotUnembed(LinearReadout):
@@ -84,13 +89,11 @@ class ZeroShotUnembed(LinearReadout):
     def _unembed_support(self) -> str | None:
         """Why this tower cannot carry a zero-shot head, or None when it can."""
         cfg = self.cfg
-        if cfg.pooling == "map":
-            return ("this tower pools with an attention head (SigLIP's MAP head), which is not linear in the "
-                    "residual stream, so no W_U reproduces its logits; attribute to attn_pool.hook_out instead")
-        if cfg.pooling != "cls" or cfg.ln_after_pool:
-            return (f"this tower pools by {cfg.pooling!r}{' after ln_final' if cfg.ln_after_pool else ''}, "
-                    "not at one position before ln_final, so its logits are not one position's read-out")
-        return None
+        why = self._nonlinear_readout()
+        if why is None and (cfg.pooling != "cls" or cfg.ln_after_pool):
+            why = (f"this tower pools by {cfg.pooling!r}{' after ln_final' if cfg.ln_after_pool else ''}, "
+                   "not at one position before ln_final, so its logits are not one position's read-out")
+        return why
 
     def set_zero_shot_head(
         self,
@@ -136,7 +139,7 @@ class ZeroShotUnembed(LinearReadout):
 
     def remove_zero_shot_head(self) -> None:
         """Detach the zero-shot head (``W_U`` then raises again)."""
-        self.__dict__["_buffers"].pop("zero_shot_classes", None)
+        self._buffers.pop("zero_shot_classes", None)
         self.zero_shot_labels = ()
         self.cfg.d_vocab_out = 0
 
