@@ -407,7 +407,8 @@ def load_clip(
     Args:
         spec: ``"toy"``, ``"random:tiny"``, a Hugging Face id, a local directory, a transformers
             ``CLIPModel`` / ``SiglipModel`` instance, ``"open_clip:ARCH/PRETRAINED"`` or an open_clip
-            model, or a ``HookedCLIP`` (see the module docstring).
+            model, a ``HookedCLIP`` (see the module docstring), or a TransformerLens 3
+            ``TransformerBridge`` over a CLIP/SigLIP vision tower (``adapters.bridge.from_bridge``).
         tokenizer: overrides the tokenizer found next to the checkpoint (needed for instances).
         image_processor: overrides the image processor found next to the checkpoint.
         device: where to put the towers (default: where the weights are, CPU for files).
@@ -427,6 +428,10 @@ def load_clip(
     """
     if isinstance(spec, HookedCLIP):
         model = spec
+    elif type(spec).__name__ == "TransformerBridge":
+        from sith_lens.adapters.bridge import from_bridge
+
+        model = from_bridge(spec)
     elif _is_open_clip(spec):
         from sith_lens.adapters.openclip import load_open_clip
 

@@ -14,12 +14,19 @@ process, interleaved, so that machine noise hits both alike. Three timings:
   ``set_use_hook_mlp_in(True)``: one copy of each block's input per head, hooks unused);
 - ``HookedCLIPVision.run_with_cache`` (every hook cached, attention patterns materialised).
 
+``--bridge`` adds TransformerLens 3's ``TransformerBridge`` over the same tower (sith-lens's
+adapter, ``adapters/bridge.py``): its plain forward and its ``run_with_cache``, against transformers
+(its default attention and the eager attention the bridge forces, so that it can hook the pattern)
+and against our tower; keys ``bridge_over_transformers``, ``bridge_over_transformers_eager``,
+``bridge_over_ours``, ``bridge_cache_over_ours_cache`` and ``bridge_parity_rel_err`` (the bridge's
+last hidden state against our last ``hook_resid_post``).
+
 The last line printed is JSON: ``{"ratio_no_hooks": ..., "ratio_split_inputs": ...,
 "ratio_with_cache": ..., ...}`` where a ratio is our median time over the baseline's.
 Targets: ``ratio_no_hooks <= 1.05`` (the unused hook points cost nothing); the split inputs are
 reported (TransformerLens pays the same: per-head copies and per-head projections).
 
-    python benchmarks/hooked_forward.py [--model vit-b-32|siglip-b-16] [--batch 16] [--repeats 7] [--device cpu]
+    python benchmarks/hooked_forward.py [--model vit-b-32|siglip-b-16] [--batch 16] [--repeats 7] [--device cpu] [--bridge]
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bridge", action="store_true", help="also time TransformerLens 3's TransformerBridge")
     args = parser.parse_args()
 
     import sith_lens as sl
@@ -82,6 +90,18 @@ def main() -> None:
             "hooked_split_inputs": split_inputs,
             "hooked_run_with_cache": lambda: model.vision.run_with_cache(pixels),
         }
+        bridge_parity = None
+        if args.bridge:
+            bridge, eager = bridge_and_eager_tower(hf, args.device)
+            last = f"blocks.{model.vision.cfg.n_layers - 1}.hook_resid_post"
+            _, cache = model.vision.run_with_cache(pixels, names_filter=last)
+            bridged = bridge(pixels)
+            bridge_parity = ((bridged - cache[last]).norm() / cache[last].norm()).item()
+            runs.update({
+                "transformers_eager": lambda: eager(pixel_values=pixels),
+                "bridge_no_hooks": lambda: bridge(pixels),
+                "bridge_run_with_cache": lambda: bridge.run_with_cache(pixels),
+            })
         for fn in runs.values():  # warm-up
             fn()
         times: dict[str, list[float]] = {name: [] for name in runs}
@@ -106,7 +126,31 @@ def main() -> None:
         "device": args.device,
         "torch": torch.__version__,
     }
+    if args.bridge:
+        result.update({
+            "bridge_over_transformers": round(med["bridge_no_hooks"] / med["transformers"], 3),
+            "bridge_over_transformers_eager": round(med["bridge_no_hooks"] / med["transformers_eager"], 3),
+            "bridge_over_ours": round(med["bridge_no_hooks"] / med["hooked_no_hooks"], 3),
+            "bridge_cache_over_ours_cache": round(med["bridge_run_with_cache"] / med["hooked_run_with_cache"], 3),
+            "bridge_parity_rel_err": bridge_parity,
+        })
     print(json.dumps(result))
+
+
+def bridge_and_eager_tower(hf, device: str):
+    """A TransformerBridge over a copy of ``hf``'s vision tower (sith-lens's adapter), and another
+    copy run by transformers with the eager attention the bridge forces."""
+    import os
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from sith_lens.adapters.bridge import vision_tower
+
+    os.environ["HF_HUB_OFFLINE"] = "1"  # boot still looks up an image processor under the name
+    bridge = TransformerBridge.boot_transformers("benchmark", hf_model=vision_tower(hf), device=device)
+    eager = vision_tower(hf)
+    eager.set_attn_implementation("eager")
+    return bridge, eager
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ Example:
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 import warnings
-from typing import Any
+
+# no ``typing`` import: the installed sith_lens-tl3.pth imports this package at every interpreter
+# start, and annotations stay strings (``from __future__ import annotations``)
 
 __version__ = "0.1.0"
 
@@ -81,11 +82,16 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-# -- LUCID's SAELens registration --------------------------------------------------------------------
-# SAELens takes seconds to import, so ``import sith_lens`` does not import it. Importing the package
-# sith_lens.lucid.sae registers LUCID (its last line calls register()); that happens the moment
-# sae_lens is imported (at once if it already is). If sith_lens.lucid.sae is itself being imported
-# (it imported sae_lens), it finishes and registers on its own.
+# -- registrations with the host libraries ----------------------------------------------------------
+# SAELens and TransformerLens take seconds to import, so ``import sith_lens`` imports neither. It
+# arranges two things for the moment each is imported (at once if it already is):
+# - sae_lens: importing sith_lens.lucid.sae registers LUCID (its last line calls register()); if
+#   sith_lens.lucid.sae is itself being imported (it imported sae_lens), it registers on its own;
+# - transformer_lens's bridge loader: importing sith_lens.adapters.bridge runs its
+#   install_boot_lookup(), which lets TransformerBridge.boot_transformers find the CLIP and SigLIP
+#   adapters.
+
+_BRIDGE_SOURCE = "transformer_lens.model_bridge.sources.transformers"
 
 
 def register() -> None:
@@ -109,13 +115,30 @@ def _register_lucid() -> None:
         warnings.warn(f"sith_lens could not register LUCID with SAELens: {err}", RuntimeWarning, stacklevel=2)
 
 
-class _AfterSAELensImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps sae_lens's loader so that LUCID registers after it runs."""
+def _register_bridge() -> None:
+    if "sith_lens.adapters.bridge" in sys.modules:  # imported, or being imported: its last line installs
+        return
+    try:
+        importlib.import_module("sith_lens.adapters.bridge")
+    except Exception as err:  # never break the user's own import of transformer_lens
+        warnings.warn(f"sith_lens could not add its TransformerBridge adapters: {err}", RuntimeWarning, stacklevel=2)
+
+
+_AFTER_IMPORT = {"sae_lens": _register_lucid, _BRIDGE_SOURCE: _register_bridge}
+
+
+class _AfterImport:
+    """A meta path finder (duck-typed: importlib.abc costs start-up time, and the installed
+    ``sith_lens-tl3.pth`` imports this package at every interpreter start) that finds nothing
+    itself and wraps the loader of each module in ``_AFTER_IMPORT`` so that its registration runs
+    right after the module does."""
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "sae_lens":
+        if fullname not in _AFTER_IMPORT:
             return None
-        sys.meta_path.remove(self)
+        register_after = _AFTER_IMPORT.pop(fullname)
+        if not _AFTER_IMPORT:
+            sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
@@ -123,13 +146,14 @@ class _AfterSAELensImport(importlib.abc.MetaPathFinder):
 
         def exec_then_register(module: Any) -> None:
             exec_module(module)
-            _register_lucid()
+            register_after()
 
         spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]
         return spec
 
 
-if "sae_lens" in sys.modules:
-    _register_lucid()
-elif not any(isinstance(f, _AfterSAELensImport) for f in sys.meta_path):
-    sys.meta_path.insert(0, _AfterSAELensImport())
+for _name in list(_AFTER_IMPORT):
+    if _name in sys.modules:
+        _AFTER_IMPORT.pop(_name)()
+if _AFTER_IMPORT and not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterImport())

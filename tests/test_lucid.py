@@ -577,6 +577,7 @@ def test_fvu_of_perfect_and_mean_reconstructions():
 def test_splicing_with_error_term_leaves_outputs_unchanged(toy, hook):
     from sith_lens.lucid.sae import LucidSAE
 
+    torch.manual_seed(0)
     sae = LucidSAE(small_cfg())
     sae.cfg.metadata.hook_name_vision = hook
     sae.cfg.metadata.hook_name_text = hook
@@ -588,7 +589,10 @@ def test_splicing_with_error_term_leaves_outputs_unchanged(toy, hook):
         clean_tokens = tower(*args, return_type="tokens", **kwargs)
         clean_embed = tower(*args, **kwargs)
         out, cache = tower.run_with_cache_with_saes(*args, saes=[sae], use_error_term=True, return_type="tokens", **kwargs)
-        torch.testing.assert_close(out, clean_tokens, rtol=1e-5, atol=1e-5)
+        # relative to the tensor's scale, as every parity check here: a fixed atol of 1e-5 on outputs of
+        # size ~6 missed on 2 of 8 seeds (cached runs use the explicit attention, ~3e-6 of the scale)
+        err = ((out - clean_tokens).abs().max() / clean_tokens.abs().max()).item()
+        assert err < 1e-5, f"splicing with the error term changed the output by {err:.2e} of its scale"
         codes = cache[f"{hook}.hook_sae_acts_post"]
         assert codes.shape[-1] == 96 and (codes != 0).any()
         embed = tower.run_with_saes(*args, saes=sae, use_error_term=True, **kwargs)
