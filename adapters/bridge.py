@@ -15,36 +15,46 @@ Architecture (``config.json``)     What the bridge wraps
 ``SiglipModel``                    the vision tower with its attention-pooling head, loaded as
                                    ``SiglipVisionModel``
 ``SiglipVisionModel``              the same
+``CLIPTextModel(WithProjection)``  the text tower (and ``proj``, its projection)
+``SiglipTextModel``                the text tower and ``proj``, its biased head
 =================================  =============================================================
 
-A bridge runs the transformers model's own forward (``bridge(pixels)`` returns its
-``last_hidden_state``) and hooks the modules it passes through. Its names against ours
-(``HookedCLIPVision``), same activations (tested to 1e-5):
+A whole ``CLIPModel`` / ``SiglipModel`` checkpoint boots as its vision tower, the tower SITH reads.
+For a text tower from one, ``hf_model=text_tower(model)`` with ``tokenizer=``. Text towers have the
+same per-block hooks (``embed.hook_out`` is token + position embeddings, ours
+``blocks.0.hook_resid_pre``); ``bridge(tokens)`` returns the last hidden state after
+``final_layer_norm`` (tested on unpadded token ids; padding masks were not tested).
 
-================================  ==============================  ================================
-Bridge                            sith-lens                       Note
-================================  ==============================  ================================
-``embed.hook_out``                ``hook_embed`` + ``hook_pos_embed``  CLIP: before ``ln_pre``
-``ln_pre.hook_out``               ``ln_pre.hook_normalized``      CLIP only; ours is w/b applied
-``blocks.{l}.hook_resid_pre``     ``blocks.{l}.hook_resid_pre``
-``blocks.{l}.attn.hook_q/k/v``    ``blocks.{l}.attn.hook_q/k/v``  [batch, pos, head, d_head]
-``blocks.{l}.attn.hook_z``        ``blocks.{l}.attn.hook_z``
-``blocks.{l}.attn.hook_pattern``  ``blocks.{l}.attn.hook_pattern``
-``blocks.{l}.hook_attn_out``      ``blocks.{l}.hook_attn_out``
-``blocks.{l}.hook_resid_mid``     ``blocks.{l}.hook_resid_mid``
-``blocks.{l}.mlp.hook_pre``       ``blocks.{l}.mlp.hook_pre``
-``blocks.{l}.mlp.hook_post``      ``blocks.{l}.mlp.hook_post``
-``blocks.{l}.hook_mlp_out``       ``blocks.{l}.hook_mlp_out``
-``blocks.{l}.hook_resid_post``    ``blocks.{l}.hook_resid_post``
-``ln_final.hook_out``             ``ln_final.affine`` of the pooled token  CLIP: CLS only
-``W_Q/W_K/W_V/W_O``, ``OV``, ``QK``  the same, stacked [layer, head, ...]
-================================  ==============================  ================================
+A bridge runs the transformers model's own forward (``bridge(pixels)`` returns its
+``last_hidden_state``) and hooks the modules it passes through. Its hooks against ours
+(``HookedCLIPVision``), same activations to 1e-5 of each tensor's scale (``tests/test_bridge.py``):
+
+======================================  ============================================================
+Bridge                                  sith-lens
+======================================  ============================================================
+``hook_embed`` (= ``embed.hook_out``)   ``embed.hook_patches + embed.hook_pos`` (CLIP: before ln_pre)
+``ln_pre.hook_out``                     ``hook_embed`` (after ``ln_pre``; CLIP only)
+``blocks.{l}.hook_resid_pre/mid/post``  the same
+``blocks.{l}.attn.hook_q/k/v/z``        the same, [batch, pos, head, d_head]
+``blocks.{l}.attn.hook_pattern``        the same
+``blocks.{l}.hook_attn_out``            the same
+``blocks.{l}.ln1/ln2.hook_scale``       the same
+``blocks.{l}.ln1/ln2.hook_out``         ``blocks.{l}.ln1/ln2.hook_normalized`` (after the affine, as
+                                        TransformerLens's; the bridge's ``hook_normalized`` is before)
+``blocks.{l}.mlp.hook_pre/hook_post``   the same
+``blocks.{l}.hook_mlp_out``             the same
+``ln_final.hook_scale/hook_normalized`` the same (before the affine); CLIP: the CLS token only
+``ln_final.hook_out``                   ``ln_final.affine`` of that
+``proj.hook_out`` (CLIP)                ``vision(pixels)``, the image embedding
+``pool.hook_out`` (SigLIP)              ``vision(pixels)``, the image embedding
+``W_Q/W_K/W_V/W_O``, ``OV``, ``QK``     the same, stacked [layer, head, ...]
+======================================  ============================================================
 
 The bridge's ``attn.hook_attn_scores`` is *not* our pre-softmax score: the bridge delegates
 attention to transformers, which returns only the pattern, and TransformerLens fires
 ``hook_attn_scores`` with that pattern.
 
-Three things do not come through the bridge, and are refused rather than given wrong:
+Refused rather than given wrong:
 
 - ``enable_compatibility_mode()`` / ``process_weights()``: TransformerLens's folding and centring
   assume every residual read goes through ``ln1``/``ln2``/``ln_final`` into an ``unembed``;
@@ -53,9 +63,8 @@ Three things do not come through the bridge, and are refused rather than given w
   ``load_clip(bridge)`` gives the ``HookedCLIP`` whose towers do this right (``ln_final`` is
   centre-and-scale only; ``W_joint`` holds the folded read-out).
 - a whole ``CLIPModel`` / ``SiglipModel`` instance as ``hf_model=``: its forward needs text and
-  images. Pass ``hf_model=vision_tower(model)`` (a copy of its vision half).
-- the text towers: ``boot()`` loads a text model as a causal LM and a tokenizer from the hub, and
-  TransformerLens's text path assumes an ``unembed``; use ``load_clip(...).text``.
+  images. Pass ``hf_model=vision_tower(model)`` (a copy of its vision half) or ``text_tower(model)``.
+- ``load_clip(bridge)`` of a text-tower bridge: SITH reads vision heads; use ``load_clip(name)``.
 
 TransformerLens 3.9.0's ``boot()`` looks an architecture up in its built-in table before it loads
 entry points, so an entry-point adapter for a new architecture is never reached through
@@ -91,16 +100,20 @@ class CompatibilityModeRefused(RuntimeError):
 
 COMPATIBILITY_REFUSAL = (
     "TransformerLens's weight processing (enable_compatibility_mode / process_weights: fold_ln, "
-    "centring) cannot apply to a {family} vision tower: it assumes every read of the residual "
+    "centring) cannot apply to a {family} {modality} tower: it assumes every read of the residual "
     "stream goes through ln1/ln2/ln_final into an unembed, but {reason}, so the folded weights "
     "would give wrong numbers. Use the bridge's default (raw-weight) forward, or "
     "sith_lens.load_clip(bridge) for a HookedCLIP whose ln_final is centre-and-scale only and whose "
     "W_joint holds the folded read-out"
 )
 _REASONS = {
-    "CLIP": "CLIP's embedding passes through ln_pre before the residual stream and the read-out takes one "
-    "token through post_layernorm and a projection that the bridge does not treat as an unembed",
-    "SigLIP": "SigLIP reads the residual stream out through an attention-pooling head",
+    ("CLIP", "vision"): "CLIP's embedding passes through ln_pre before the residual stream and the read-out "
+    "takes one token through post_layernorm and a projection that the bridge does not treat as an unembed",
+    ("SigLIP", "vision"): "SigLIP reads the residual stream out through an attention-pooling head",
+    ("CLIP", "text"): "the text tower reads out one token (end of text) through final_layer_norm and a "
+    "projection into the joint space, not through an unembed over a vocabulary",
+    ("SigLIP", "text"): "the text tower reads out its last token through final_layer_norm and a biased "
+    "head into the joint space, not through an unembed over a vocabulary",
 }
 
 
@@ -142,20 +155,18 @@ def _layers(cfg: Any) -> BlockBridge:
     )
 
 
-class _VisionTowerAdapter(ArchitectureAdapter):
-    """What the CLIP and SigLIP vision adapters share: a pre-LN ViT, raw weights, no generation."""
+class _TowerAdapter(ArchitectureAdapter):
+    """What every adapter here shares: a pre-LN transformer tower, raw weights, no generation, and
+    TransformerLens's weight processing refused (see ``COMPATIBILITY_REFUSAL``)."""
 
     family = ""
-    n_extra_tokens = 0
-    """Tokens besides the patches (CLIP's CLS)."""
+    modality = ""
     supports_generation: bool = False
     applicable_phases: list[int] = [1]
-    load_class = ""
-    """The transformers class ``boot()`` loads a checkpoint of this architecture with."""
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
-        self.cfg.is_visual_model = True
+        self.cfg.is_visual_model = self.modality == "vision"
         self.cfg.normalization_type = "LN"
         self.cfg.positional_embedding_type = "standard"
         self.cfg.final_rms = False
@@ -165,60 +176,117 @@ class _VisionTowerAdapter(ArchitectureAdapter):
         self.weight_processing_conversions = {}
         self.component_mapping = self._mapping("", None)
 
+    def _refusal(self) -> CompatibilityModeRefused:
+        return CompatibilityModeRefused(COMPATIBILITY_REFUSAL.format(
+            family=self.family, modality=self.modality, reason=_REASONS[self.family, self.modality]
+        ))
+
     @property
     def supports_compatibility_mode(self) -> bool:  # read by TransformerBridge.enable_compatibility_mode
-        raise CompatibilityModeRefused(COMPATIBILITY_REFUSAL.format(family=self.family, reason=_REASONS[self.family]))
+        raise self._refusal()
 
     def preprocess_weights(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Called by ``process_weights``: refused, see ``COMPATIBILITY_REFUSAL``."""
-        raise CompatibilityModeRefused(COMPATIBILITY_REFUSAL.format(family=self.family, reason=_REASONS[self.family]))
+        raise self._refusal()
 
     def _mapping(self, prefix: str, projection: str | None) -> dict[str, Any]:
         raise NotImplementedError
 
-    def prepare_loading(self, model_name: str, model_kwargs: dict) -> None:
-        """Load a dual-encoder checkpoint's vision half: the vision config, with the projection width."""
+    def _half(self, model_kwargs: dict) -> None:
+        """Load a dual-encoder checkpoint's half of this modality: its config, with the projection
+        width; eager attention, so that transformers returns the pattern the bridge hooks."""
         config = model_kwargs.get("config")
-        vision_config = getattr(config, "vision_config", None)
-        if vision_config is not None:
-            vision_config = vision_config.__class__.from_dict(vision_config.to_dict())
+        half = getattr(config, f"{self.modality}_config", None)
+        if half is not None:
+            half = half.__class__.from_dict(half.to_dict())
             if hasattr(config, "projection_dim"):
-                vision_config.projection_dim = config.projection_dim
-            model_kwargs["config"] = vision_config
-        vision_config = model_kwargs.get("config")
-        if vision_config is not None and hasattr(vision_config, "_attn_implementation"):
-            vision_config._attn_implementation = "eager"
+                half.projection_dim = config.projection_dim
+            model_kwargs["config"] = half
+        if hasattr(model_kwargs.get("config"), "_attn_implementation"):
+            model_kwargs["config"]._attn_implementation = "eager"
+
+    def prepare_loading(self, model_name: str, model_kwargs: dict) -> None:
+        self._half(model_kwargs)
 
     def prepare_model(self, hf_model: Any) -> None:
-        """Point the mapping at where this model class keeps the tower; eager attention, so that
-        transformers returns the attention pattern the bridge hooks."""
-        if hasattr(hf_model, "text_model"):
+        """Point the mapping at where this model class keeps the tower; eager attention."""
+        if hasattr(hf_model, "text_model") and hasattr(hf_model, "vision_model"):
             raise ValueError(
                 f"TransformerBridge runs the wrapped model's own forward, and a whole {type(hf_model).__name__} "
-                "needs text and images; bridge its vision tower instead: "
-                "TransformerBridge.boot_transformers(name, hf_model=sith_lens.adapters.bridge.vision_tower(model))"
+                f"needs text and images; bridge one tower: TransformerBridge.boot_transformers(name, "
+                "hf_model=sith_lens.adapters.bridge.vision_tower(model)) (or text_tower(model), with tokenizer=)"
             )
         if hasattr(hf_model, "set_attn_implementation"):
             hf_model.set_attn_implementation("eager")
-        vision = getattr(hf_model, "vision_model", None)
-        prefix = "vision_model." if vision is not None else ""
-        projection = "visual_projection" if hasattr(hf_model, "visual_projection") else None
-        _copy_vision_dims(self.cfg, hf_model.config, self.n_extra_tokens)
+        inner = f"{self.modality}_model"
+        prefix = f"{inner}." if hasattr(hf_model, inner) else ""
+        projection = next((p for p in ("visual_projection", "text_projection") if hasattr(hf_model, p)), None)
+        self._copy_dims(hf_model.config)
         self.component_mapping = self._mapping(prefix, projection)
 
+    def _copy_dims(self, config: Any) -> None:
+        """The bridge config's sizes from the tower's config (``boot`` reads a dual-encoder config's
+        text side)."""
+        self.cfg.d_model = config.hidden_size
+        self.cfg.n_heads = config.num_attention_heads
+        self.cfg.d_head = config.hidden_size // config.num_attention_heads
+        self.cfg.n_layers = config.num_hidden_layers
+        self.cfg.d_mlp = config.intermediate_size
+        self.cfg.act_fn = config.hidden_act
+        self.cfg.eps = config.layer_norm_eps
 
-def _copy_vision_dims(cfg: Any, vision_config: Any, n_extra_tokens: int) -> None:
-    """The bridge config's sizes from the vision config (``boot`` reads a dual-encoder config's
-    text side)."""
-    cfg.d_model = vision_config.hidden_size
-    cfg.n_heads = vision_config.num_attention_heads
-    cfg.d_head = vision_config.hidden_size // vision_config.num_attention_heads
-    cfg.n_layers = vision_config.num_hidden_layers
-    cfg.d_mlp = vision_config.intermediate_size
-    cfg.act_fn = vision_config.hidden_act
-    cfg.eps = vision_config.layer_norm_eps
-    cfg.n_ctx = (vision_config.image_size // vision_config.patch_size) ** 2 + n_extra_tokens
-    cfg.d_vocab = -1
+
+class _VisionTowerAdapter(_TowerAdapter):
+    """A CLIP or SigLIP vision tower."""
+
+    modality = "vision"
+    n_extra_tokens = 0
+    """Tokens besides the patches (CLIP's CLS)."""
+
+    def _copy_dims(self, config: Any) -> None:
+        super()._copy_dims(config)
+        self.cfg.n_ctx = (config.image_size // config.patch_size) ** 2 + self.n_extra_tokens
+        self.cfg.d_vocab = -1
+
+
+class _TextTowerAdapter(_TowerAdapter):
+    """A CLIP or SigLIP text tower: ``embed`` (token + position) -> ``blocks`` -> ``ln_final`` on
+    every token (-> ``proj``, the text projection or SigLIP's head, when the model has one)."""
+
+    modality = "text"
+    head = ""
+
+    def _copy_dims(self, config: Any) -> None:
+        super()._copy_dims(config)
+        self.cfg.n_ctx = config.max_position_embeddings
+        self.cfg.d_vocab = config.vocab_size
+
+    def _mapping(self, prefix: str, projection: str | None) -> dict[str, Any]:
+        mapping: dict[str, Any] = {
+            "embed": GeneralizedComponent(name=f"{prefix}embeddings"),
+            "blocks": _layers(self.cfg),
+            "ln_final": NormalizationBridge(
+                name=f"{prefix}final_layer_norm", config=self.cfg, use_native_layernorm_autograd=True
+            ),
+        }
+        mapping["blocks"].name = f"{prefix}encoder.layers"
+        head = projection or (f"{prefix}{self.head}" if self.head else None)
+        if head is not None:
+            mapping["proj"] = LinearBridge(name=head)
+        return mapping
+
+
+class CLIPTextArchitectureAdapter(_TextTowerAdapter):
+    """transformers' CLIP text tower (causal; transformers builds the mask)."""
+
+    family = "CLIP"
+
+
+class SiglipTextArchitectureAdapter(_TextTowerAdapter):
+    """transformers' SigLIP text tower (bidirectional; ``proj`` is its biased ``head``)."""
+
+    family = "SigLIP"
+    head = "head"
 
 
 class CLIPVisionArchitectureAdapter(_VisionTowerAdapter):
@@ -227,7 +295,6 @@ class CLIPVisionArchitectureAdapter(_VisionTowerAdapter):
 
     family = "CLIP"
     n_extra_tokens = 1
-    load_class = "CLIPVisionModelWithProjection"
 
     def _mapping(self, prefix: str, projection: str | None) -> dict[str, Any]:
         def norm(name: str) -> NormalizationBridge:
@@ -251,7 +318,6 @@ class SiglipVisionArchitectureAdapter(_VisionTowerAdapter):
 
     family = "SigLIP"
     n_extra_tokens = 0
-    load_class = "SiglipVisionModel"
 
     def _mapping(self, prefix: str, projection: str | None) -> dict[str, Any]:
         mapping: dict[str, Any] = {
@@ -266,20 +332,38 @@ class SiglipVisionArchitectureAdapter(_VisionTowerAdapter):
         return mapping
 
 
-ARCHITECTURES: dict[str, type[_VisionTowerAdapter]] = {
+ARCHITECTURES: dict[str, type[_TowerAdapter]] = {
     "CLIPModel": CLIPVisionArchitectureAdapter,
     "CLIPVisionModel": CLIPVisionArchitectureAdapter,
     "CLIPVisionModelWithProjection": CLIPVisionArchitectureAdapter,
     "SiglipModel": SiglipVisionArchitectureAdapter,
     "SiglipVisionModel": SiglipVisionArchitectureAdapter,
+    "CLIPTextModel": CLIPTextArchitectureAdapter,
+    "CLIPTextModelWithProjection": CLIPTextArchitectureAdapter,
+    "SiglipTextModel": SiglipTextArchitectureAdapter,
 }
 """Architecture name (``config.architectures[0]``) -> adapter; the entry points in ``pyproject.toml``."""
+
+LOAD_CLASS = {
+    "CLIPModel": "CLIPVisionModelWithProjection",
+    "CLIPVisionModel": "CLIPVisionModel",
+    "CLIPVisionModelWithProjection": "CLIPVisionModelWithProjection",
+    "SiglipModel": "SiglipVisionModel",
+    "SiglipVisionModel": "SiglipVisionModel",
+    "CLIPTextModel": "CLIPTextModel",
+    "CLIPTextModelWithProjection": "CLIPTextModelWithProjection",
+    "SiglipTextModel": "SiglipTextModel",
+}
+"""The transformers class ``boot()`` loads a checkpoint of each architecture with (a dual encoder's
+vision half; a bare tower as itself, so that it gets no randomly initialised projection)."""
 
 _MODEL_TYPES = {
     "clip": "CLIPModel",
     "clip_vision_model": "CLIPVisionModel",
     "siglip": "SiglipModel",
     "siglip_vision_model": "SiglipVisionModel",
+    "clip_text_model": "CLIPTextModel",
+    "siglip_text_model": "SiglipTextModel",
 }
 """A config without ``architectures`` (a model built in memory) is recognised by its model_type."""
 
@@ -342,7 +426,7 @@ def install_boot_lookup() -> None:
         if architecture in ARCHITECTURES:
             import transformers
 
-            return getattr(transformers, ARCHITECTURES[architecture].load_class)
+            return getattr(transformers, LOAD_CLASS[architecture])
         return tl_model_class(architecture)
 
     determine_architecture_from_hf_config.sith_lens = True  # type: ignore[attr-defined]
@@ -381,8 +465,35 @@ def vision_tower(model: Any) -> Any:
     )
 
 
+def text_tower(model: Any) -> Any:
+    """A copy of the text half of a transformers ``CLIPModel`` (as ``CLIPTextModelWithProjection``)
+    or ``SiglipModel`` (``SiglipTextModel``, whose ``head`` is its projection), for
+    ``boot_transformers(name, hf_model=text_tower(model), tokenizer=...)``.
+
+    Example:
+        >>> from transformers import CLIPConfig, CLIPModel
+        >>> type(text_tower(CLIPModel(CLIPConfig()))).__name__
+        'CLIPTextModelWithProjection'
+    """
+    import transformers
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type == "clip":
+        config = model.config.text_config.__class__.from_dict(model.config.text_config.to_dict())
+        config.projection_dim = model.config.projection_dim
+        with torch.device("meta"):
+            tower = transformers.CLIPTextModelWithProjection(config)
+        tower.text_model = copy.deepcopy(model.text_model)
+        tower.text_projection = copy.deepcopy(model.text_projection)
+        tower.config.architectures = ["CLIPTextModelWithProjection"]
+        return tower.train(model.training)
+    if model_type == "siglip":
+        return copy.deepcopy(model.text_model)
+    raise TypeError(f"text_tower takes a transformers CLIPModel or SiglipModel, got {type(model).__name__}")
+
+
 def is_clip_bridge(obj: Any) -> bool:
-    """Whether ``obj`` is a TransformerBridge over a tower this module adapts."""
+    """Whether ``obj`` is a TransformerBridge over a vision tower this module adapts."""
     return isinstance(getattr(obj, "adapter", None), _VisionTowerAdapter) and hasattr(obj, "original_model")
 
 
@@ -406,9 +517,11 @@ def from_bridge(bridge: Any, text_from: Any = None) -> Any:
     from sith_lens.adapters.weight_maps import axis_sizes, to_ours
 
     if not is_clip_bridge(bridge):
+        adapter = type(getattr(bridge, "adapter", None)).__name__
         raise TypeError(
-            f"from_bridge takes a TransformerBridge booted with sith-lens's CLIP or SigLIP adapter, got "
-            f"{type(bridge).__name__}" + (f" with {type(bridge.adapter).__name__}" if hasattr(bridge, "adapter") else "")
+            f"from_bridge takes a TransformerBridge over a CLIP or SigLIP vision tower (SITH reads vision "
+            f"heads), got {type(bridge).__name__} with {adapter}; for a text tower, load the checkpoint "
+            "itself with sith_lens.load_clip(name)"
         )
     source = bridge.cfg.model_name if text_from is None else text_from
     try:

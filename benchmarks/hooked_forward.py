@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -58,6 +59,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bridge", action="store_true", help="also time TransformerLens 3's TransformerBridge")
     args = parser.parse_args()
+    if args.bridge:  # boot() looks up an image processor under the model's name even with hf_model=;
+        # offline, before huggingface_hub reads its settings, that fails at once instead of retrying
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import sith_lens as sl
     from sith_lens.adapters.loading import _random_model
@@ -140,13 +144,10 @@ def main() -> None:
 def bridge_and_eager_tower(hf, device: str):
     """A TransformerBridge over a copy of ``hf``'s vision tower (sith-lens's adapter), and another
     copy run by transformers with the eager attention the bridge forces."""
-    import os
-
     from transformer_lens.model_bridge import TransformerBridge
 
     from sith_lens.adapters.bridge import vision_tower
 
-    os.environ["HF_HUB_OFFLINE"] = "1"  # boot still looks up an image processor under the name
     bridge = TransformerBridge.boot_transformers("benchmark", hf_model=vision_tower(hf), device=device)
     eager = vision_tower(hf)
     eager.set_attn_implementation("eager")

@@ -18,7 +18,7 @@ import sys
 import warnings
 
 # no ``typing`` import: the installed sith_lens-tl3.pth imports this package at every interpreter
-# start, and annotations stay strings (``from __future__ import annotations``)
+# start
 
 __version__ = "0.1.0"
 
@@ -70,7 +70,7 @@ _LAZY = {
 __all__ = ["__version__", "register", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -133,7 +133,7 @@ class _AfterImport:
     itself and wraps the loader of each module in ``_AFTER_IMPORT`` so that its registration runs
     right after the module does."""
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+    def find_spec(self, fullname: str, path: object, target: object = None) -> object:
         if fullname not in _AFTER_IMPORT:
             return None
         register_after = _AFTER_IMPORT.pop(fullname)
@@ -144,7 +144,7 @@ class _AfterImport:
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_then_register(module: Any) -> None:
+        def exec_then_register(module: object) -> None:
             exec_module(module)
             register_after()
 

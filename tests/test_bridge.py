@@ -77,7 +77,9 @@ def test_boot_toy_folder_offline_and_parity(toy_bridge, toy):
     assert (toy_bridge.cfg.n_layers, toy_bridge.cfg.n_heads, toy_bridge.cfg.d_head) == (cfg.n_layers, cfg.n_heads, cfg.d_head)
     pixels = sl.ToyWorld(seed=3).batch(0, 4).pixels
     compared = check_parity(toy_bridge, toy.vision, pixels, "clip")
-    assert "ln_pre.hook_out" in compared and "ln_final.hook_normalized" in compared
+    assert {"ln_pre.hook_out", "hook_embed", "ln_final.hook_normalized", "ln_final.hook_out"} <= set(compared)
+    _, cache = toy_bridge.run_with_cache(pixels, names_filter="proj.hook_out")
+    torch.testing.assert_close(cache["proj.hook_out"], toy.vision(pixels), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu"])
@@ -107,6 +109,64 @@ def test_siglip_folder(tmp_path):
     bridge = TransformerBridge.boot_transformers(str(tmp_path), device="cpu")
     assert type(bridge.original_model).__name__ == "SiglipVisionModel"
     check_parity(bridge, sl.load_clip(siglip).vision, torch.randn(2, 3, 32, 32), "siglip")
+
+
+def test_clip_vision_tower_folder(tmp_path):
+    """A bare CLIPVisionModel checkpoint boots as itself (no projection to initialise at random)."""
+    clip = make_hf_clip(seed=5)
+    copy.deepcopy(clip.vision_model).save_pretrained(tmp_path)
+    bridge = TransformerBridge.boot_transformers(str(tmp_path), device="cpu")
+    assert type(bridge.original_model).__name__ == "CLIPVisionModel" and not hasattr(bridge, "proj")
+    check_parity(bridge, sl.load_clip(clip).vision, torch.randn(2, 3, 32, 32), "clip")
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_text_tower(family, tmp_path):
+    """Text towers: booted from an instance (with a tokenizer) and, for the toy CLIP's tokenizer, a
+    text-tower folder; the same activations as our text tower on unpadded sequences."""
+    from sith_lens.adapters.bridge import text_tower
+
+    hf = make_hf_clip(n_heads=6, d_head=16, seed=6) if family == "clip" else make_hf_siglip(seed=6)
+    ours = sl.load_clip(hf).text
+    tokenizer = sl.load_clip("toy").tokenizer
+    bridge = TransformerBridge.boot_transformers("odd-text", hf_model=text_tower(hf), tokenizer=tokenizer, device="cpu")
+    torch.manual_seed(0)
+    n = ours.cfg.n_ctx
+    ids = torch.randint(3, 90, (3, n))
+    ids[:, -1] = 98  # the end-of-text id (the highest), where CLIP pools
+    _, cache = bridge.run_with_cache(ids)
+    _, mine = ours.run_with_cache(ids)
+    mine = dict(mine.items())
+    compared = []
+    for name in cache.keys():
+        if name in ("embed.hook_out", "hook_embed"):
+            want = mine["blocks.0.hook_resid_pre"]  # token + position embeddings
+        elif re.fullmatch(r"(blocks\.\d+\.ln[12]|ln_final)\.hook_out", name):
+            want = (mine["ln_final.hook_normalized"] * ours.ln_final.w + ours.ln_final.b if name == "ln_final.hook_out"
+                    else mine[name.replace("hook_out", "hook_normalized")])
+        elif re.search(r"hook_attn_scores|\.hook_in$|ln[12]\.hook_normalized|^proj\.", name):
+            continue
+        elif name in mine:
+            want = mine[name]
+        else:
+            continue
+        err = ((cache[name] - want).abs().max() / want.abs().max()).item()
+        assert err < RTOL, f"{name}: relative error {err:.2e}"
+        compared.append(name)
+    needed = [f"blocks.{l}.{h}" for l in range(ours.cfg.n_layers) for h in PER_LAYER]
+    assert not set(needed) - set(compared), sorted(set(needed) - set(compared))[:5]
+    for w in ("W_Q", "W_K", "W_V", "W_O"):
+        torch.testing.assert_close(getattr(bridge, w), getattr(ours, w), rtol=0, atol=1e-6)
+    with pytest.raises(CompatibilityModeRefused, match="text tower"):
+        bridge.enable_compatibility_mode()
+    with pytest.raises(TypeError, match="vision tower"):
+        sl.load_clip(bridge)
+    if family == "clip":  # a text-tower folder boots on its own, tokenizer included
+        text_tower(hf).save_pretrained(tmp_path)
+        tokenizer.save_pretrained(tmp_path)
+        folder = TransformerBridge.boot_transformers(str(tmp_path), device="cpu")
+        assert type(folder.original_model).__name__ == "CLIPTextModelWithProjection"
+        torch.testing.assert_close(folder.W_V, ours.W_V)
 
 
 def test_explain_heads_on_bridge_matches_load_clip(toy_bridge, toy):
