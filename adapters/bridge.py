@@ -126,14 +126,18 @@ class PixelEmbeddingsBridge(GeneralizedComponent):
         return super().forward(pixel_values, **kwargs)
 
 
-def _layers(cfg: Any) -> BlockBridge:
-    """The encoder layers of CLIP and SigLIP (same module names)."""
+def _norm(cfg: Any, name: str) -> NormalizationBridge:
+    return NormalizationBridge(name=name, config=cfg, use_native_layernorm_autograd=True)
+
+
+def _layers(cfg: Any, prefix: str) -> BlockBridge:
+    """The encoder layers of CLIP and SigLIP (same module names in both towers)."""
 
     def norm(name: str) -> NormalizationBridge:
-        return NormalizationBridge(name=name, config=cfg, use_native_layernorm_autograd=True)
+        return _norm(cfg, name)
 
     return BlockBridge(
-        name="encoder.layers",
+        name=f"{prefix}encoder.layers",
         hook_alias_overrides={"hook_mlp_out": "mlp.out.hook_out", "hook_mlp_in": "mlp.in.hook_in"},
         submodules={
             "ln1": norm("layer_norm1"),
@@ -264,12 +268,9 @@ class _TextTowerAdapter(_TowerAdapter):
     def _mapping(self, prefix: str, projection: str | None) -> dict[str, Any]:
         mapping: dict[str, Any] = {
             "embed": GeneralizedComponent(name=f"{prefix}embeddings"),
-            "blocks": _layers(self.cfg),
-            "ln_final": NormalizationBridge(
-                name=f"{prefix}final_layer_norm", config=self.cfg, use_native_layernorm_autograd=True
-            ),
+            "blocks": _layers(self.cfg, prefix),
+            "ln_final": _norm(self.cfg, f"{prefix}final_layer_norm"),
         }
-        mapping["blocks"].name = f"{prefix}encoder.layers"
         head = projection or (f"{prefix}{self.head}" if self.head else None)
         if head is not None:
             mapping["proj"] = LinearBridge(name=head)
@@ -297,16 +298,12 @@ class CLIPVisionArchitectureAdapter(_VisionTowerAdapter):
     n_extra_tokens = 1
 
     def _mapping(self, prefix: str, projection: str | None) -> dict[str, Any]:
-        def norm(name: str) -> NormalizationBridge:
-            return NormalizationBridge(name=name, config=self.cfg, use_native_layernorm_autograd=True)
-
         mapping: dict[str, Any] = {
             "embed": PixelEmbeddingsBridge(name=f"{prefix}embeddings"),
-            "ln_pre": norm(f"{prefix}pre_layrnorm"),
-            "blocks": _layers(self.cfg),
-            "ln_final": norm(f"{prefix}post_layernorm"),
+            "ln_pre": _norm(self.cfg, f"{prefix}pre_layrnorm"),
+            "blocks": _layers(self.cfg, prefix),
+            "ln_final": _norm(self.cfg, f"{prefix}post_layernorm"),
         }
-        mapping["blocks"].name = f"{prefix}encoder.layers"
         if projection is not None:
             mapping["proj"] = LinearBridge(name=projection)
         return mapping
@@ -322,13 +319,10 @@ class SiglipVisionArchitectureAdapter(_VisionTowerAdapter):
     def _mapping(self, prefix: str, projection: str | None) -> dict[str, Any]:
         mapping: dict[str, Any] = {
             "embed": PixelEmbeddingsBridge(name=f"{prefix}embeddings"),
-            "blocks": _layers(self.cfg),
-            "ln_final": NormalizationBridge(
-                name=f"{prefix}post_layernorm", config=self.cfg, use_native_layernorm_autograd=True
-            ),
+            "blocks": _layers(self.cfg, prefix),
+            "ln_final": _norm(self.cfg, f"{prefix}post_layernorm"),
             "pool": GeneralizedComponent(name=f"{prefix}head"),
         }
-        mapping["blocks"].name = f"{prefix}encoder.layers"
         return mapping
 
 
@@ -445,24 +439,7 @@ def vision_tower(model: Any) -> Any:
         >>> type(tower).__name__
         'CLIPVisionModelWithProjection'
     """
-    import transformers
-
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type == "clip":
-        config = model.config.vision_config.__class__.from_dict(model.config.vision_config.to_dict())
-        config.projection_dim = model.config.projection_dim
-        with torch.device("meta"):
-            tower = transformers.CLIPVisionModelWithProjection(config)
-        tower.vision_model = copy.deepcopy(model.vision_model)
-        tower.visual_projection = copy.deepcopy(model.visual_projection)
-        tower.config.architectures = ["CLIPVisionModelWithProjection"]
-        return tower.train(model.training)
-    if model_type == "siglip":
-        return copy.deepcopy(model.vision_model)
-    raise TypeError(
-        f"vision_tower takes a transformers CLIPModel or SiglipModel, got {type(model).__name__}"
-        + (f" (model_type {model_type!r})" if model_type else "")
-    )
+    return _tower_copy(model, "vision", "visual_projection")
 
 
 def text_tower(model: Any) -> Any:
@@ -475,21 +452,31 @@ def text_tower(model: Any) -> Any:
         >>> type(text_tower(CLIPModel(CLIPConfig()))).__name__
         'CLIPTextModelWithProjection'
     """
+    return _tower_copy(model, "text", "text_projection")
+
+
+def _tower_copy(model: Any, modality: str, projection: str) -> Any:
     import transformers
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type == "clip":
-        config = model.config.text_config.__class__.from_dict(model.config.text_config.to_dict())
-        config.projection_dim = model.config.projection_dim
-        with torch.device("meta"):
-            tower = transformers.CLIPTextModelWithProjection(config)
-        tower.text_model = copy.deepcopy(model.text_model)
-        tower.text_projection = copy.deepcopy(model.text_projection)
-        tower.config.architectures = ["CLIPTextModelWithProjection"]
-        return tower.train(model.training)
-    if model_type == "siglip":
-        return copy.deepcopy(model.text_model)
-    raise TypeError(f"text_tower takes a transformers CLIPModel or SiglipModel, got {type(model).__name__}")
+    inner = f"{modality}_model"
+    if model_type == "siglip":  # SiglipModel's halves are whole SiglipVisionModel / SiglipTextModel
+        return copy.deepcopy(getattr(model, inner))
+    if model_type != "clip":
+        raise TypeError(
+            f"{modality}_tower takes a transformers CLIPModel or SiglipModel, got {type(model).__name__}"
+            + (f" (model_type {model_type!r})" if model_type else "")
+        )
+    half = getattr(model.config, f"{modality}_config")
+    config = half.__class__.from_dict(half.to_dict())
+    config.projection_dim = model.config.projection_dim
+    cls_name = f"CLIP{modality.capitalize()}ModelWithProjection"
+    with torch.device("meta"):
+        tower = getattr(transformers, cls_name)(config)
+    setattr(tower, inner, copy.deepcopy(getattr(model, inner)))
+    setattr(tower, projection, copy.deepcopy(getattr(model, projection)))
+    tower.config.architectures = [cls_name]
+    return tower.train(model.training)
 
 
 def is_clip_bridge(obj: Any) -> bool:
