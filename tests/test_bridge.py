@@ -237,3 +237,18 @@ def test_boot_in_a_fresh_process(first):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "sith_lens.adapters.bridge CLIPVisionArchitectureAdapter" in out.stdout
+
+
+def test_without_the_start_up_file_tl_cannot_boot_clip():
+    """The negative control: site-packages on the path but its start-up files (the .pth) not run,
+    and no import of sith_lens: TransformerLens 3.9 refuses the CLIP folder."""
+    import sysconfig
+
+    code = "\n".join([
+        f"import sys; sys.path.append({sysconfig.get_paths()['purelib']!r})",
+        "import os; os.environ['HF_HUB_OFFLINE'] = '1'",
+        "from transformer_lens.model_bridge import TransformerBridge",
+        f"TransformerBridge.boot_transformers({str(toy_checkpoint_dir())!r}, device='cpu')",
+    ])
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "Could not determine supported architecture" in out.stderr, out.stderr[-2000:]

@@ -287,10 +287,12 @@ def test_directory_keeps_the_release_after_cache_clear():
     assert isinstance(SAE.from_pretrained("sith-lens-toy-lucid", "final/text"), LucidView)
 
 
-def test_a_plain_sae_lens_script_needs_only_the_import(tmp_path):
-    """What a SAELens user writes: one `import sith_lens` (or sith_lens.register()) and nothing else."""
+def test_a_plain_sae_lens_script_needs_no_import(tmp_path):
+    """What a SAELens user writes, with and without `import sith_lens`: both load LUCID, the second
+    because the installed sith_lens-tl3.pth imports sith_lens at interpreter start."""
     import subprocess
     import sys
+    import sysconfig
 
     code = (
         "import sith_lens\n"
@@ -302,9 +304,18 @@ def test_a_plain_sae_lens_script_needs_only_the_import(tmp_path):
     ) % (tmp_path, tmp_path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["LucidSAE", "LucidView", HOOK]
-    without = subprocess.run([sys.executable, "-c", "from sae_lens import SAE\nSAE.from_pretrained("
-                              "'sith-lens-toy-lucid', 'final')"], capture_output=True, text=True)
-    assert without.returncode != 0 and "sith-lens-toy-lucid not found" in without.stderr
+    without = subprocess.run([sys.executable, "-c", "import sys; assert 'sith_lens' in sys.modules  # the .pth\n"
+                              "from sae_lens import SAE\nprint(type(SAE.from_pretrained('sith-lens-toy-lucid', "
+                              "'final')).__name__)"], capture_output=True, text=True)
+    assert without.returncode == 0, without.stderr[-2000:]
+    assert without.stdout.split() == ["LucidSAE"]
+    # the negative control: the same script with site-packages on the path but its start-up files
+    # (the .pth) not run; SAELens then knows no LUCID release
+    site_dir = sysconfig.get_paths()["purelib"]
+    bare = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path.append({site_dir!r})\n"
+                           "from sae_lens import SAE\nSAE.from_pretrained('sith-lens-toy-lucid', 'final')"],
+                          capture_output=True, text=True)
+    assert bare.returncode != 0 and "sith-lens-toy-lucid not found" in bare.stderr, bare.stderr[-2000:]
 
 
 # -- the two-modality parent ---------------------------------------------------------------------------------
