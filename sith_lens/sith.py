@@ -47,8 +47,8 @@ def _vision(model: Any) -> Any:
     if vision is None or not hasattr(vision, "W_V") or not hasattr(vision, "blocks"):
         if type(model).__name__ == "TransformerBridge":
             raise TypeError(
-                "SITH needs both towers and a TransformerBridge wraps the vision tower alone; convert it "
-                "with model = sl.load_clip(bridge) (its weights, the text tower of the checkpoint it was booted from)"
+                "SITH needs both towers and a TransformerBridge wraps one; convert a vision-tower bridge with "
+                "model = sl.load_clip(bridge) (its weights, the text tower of the checkpoint it was booted from)"
             )
         raise TypeError(
             f"expected a HookedCLIP (from sith_lens.load_clip), got {type(model).__name__}; "
