@@ -229,9 +229,28 @@ def collect_folder_activations(
     Example:
         >>> acts = collect_folder_activations(model, "data/captions.jsonl")
     """
-    from PIL import Image, UnidentifiedImageError
-
     images, captions, index = read_captions_jsonl(captions_file, image_root)
+    return collect_images(model, images, captions, index, batch_size, vision_hook, text_hook, progress,
+                          source=f"folder:{Path(captions_file).resolve()}")
+
+
+def collect_images(
+    model: Any,
+    images: Sequence[Path],
+    captions: Sequence[str],
+    index: Sequence[int],
+    batch_size: int = 32,
+    vision_hook: str = JOINT,
+    text_hook: str = JOINT,
+    progress: bool = True,
+    source: str = "images",
+) -> PairedActivations:
+    """LUCID data from image files and captions, caption i describing ``images[index[i]]``.
+
+    Example:
+        >>> acts = collect_images(model, ["a.png", "b.png"], ["a red circle", "a blue square"], [0, 1])
+    """
+    from PIL import Image, UnidentifiedImageError
 
     def pixel_batches():
         for start in range(0, len(images), batch_size):
@@ -246,12 +265,12 @@ def collect_folder_activations(
 
     def caption_batches():
         for start in range(0, len(captions), batch_size):
-            yield captions[start:start + batch_size]
+            yield list(captions[start:start + batch_size])
 
     return collect_pairs(
         model, pixel_batches(), caption_batches(), -(-len(images) // batch_size), vision_hook, text_hook,
-        image_index=torch.tensor(index), caption_batch_count=-(-len(captions) // batch_size),
-        metadata={"source": f"folder:{Path(captions_file).resolve()}"}, progress=progress,
+        image_index=torch.as_tensor(list(index), dtype=torch.long),
+        caption_batch_count=-(-len(captions) // batch_size), metadata={"source": source}, progress=progress,
     )
 
 
@@ -284,11 +303,14 @@ def collect_toy_activations(
     vision_hook: str = JOINT,
     text_hook: str = JOINT,
     progress: bool = True,
+    first_batch: int = 0,
 ) -> PairedActivations:
     """LUCID data from the toy world: ``n_pairs`` scenes of 1-3 objects with their captions, plus
     the ground truth as extras: ``image.patch_labels`` [I, g, g] (object per patch, -1 background),
     ``image.values`` [I, 3, n_attributes], ``image.backgrounds`` [I], and per token slot
     ``pair.token_objects`` / ``pair.token_attributes`` (what the word names, -2 / -1 for nothing).
+    ``first_batch`` skips that many batches of the seeded stream (the sharded store collects it a
+    shard at a time).
 
     Example:
         >>> acts = collect_toy_activations(sl.load_clip("toy"), n_pairs=1024, seed=1)
@@ -300,7 +322,7 @@ def collect_toy_activations(
     cfg = model.vision.cfg
     world = ToyWorld(seed=seed, image_size=cfg.image_size, patch_size=cfg.patch_size)
     sizes = [min(batch_size, n_pairs - start) for start in range(0, n_pairs, batch_size)]
-    batches = [world.batch(i, size) for i, size in enumerate(sizes)]
+    batches = [world.batch(first_batch + i, size) for i, size in enumerate(sizes)]
     acts = collect_pairs(
         model, (b.pixels for b in batches), (b.texts for b in batches), len(batches), vision_hook, text_hook,
         metadata={"source": f"toyworld:seed={seed}"}, progress=progress,

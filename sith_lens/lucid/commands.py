@@ -62,25 +62,33 @@ def _collect(args: argparse.Namespace, use_cache: bool) -> Any:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    acts = _collect(args, use_cache=False)
-    acts.save(args.out)
-    n_tokens = int(acts.token_mask.sum())
-    print(f"collected {len(acts)} pairs: {acts.patches.shape[0]} images x {acts.patches.shape[1]} patches, "
-          f"{n_tokens} caption tokens, width {acts.d_in}; wrote {args.out}")
+    from sith_lens.adapters.loading import load_clip
+
+    from .store import FolderSource, ToySource, collect_store
+
+    if args.model != "toy" and not args.captions:
+        raise ValueError("a model other than the toy CLIP needs your own data: pass --captions FILE.jsonl")
+    source = FolderSource(args.captions, args.images) if args.captions else ToySource(args.toy_pairs, args.toy_seed)
+    store = collect_store(load_clip(args.model), source, args.out, shard_images=args.shard_images, dtype=args.dtype,
+                          batch_size=args.collect_batch_size, vision_hook=args.vision_hook, text_hook=args.text_hook)
+    size = sum(s.entry["bytes"] for s in store.shards)
+    print(f"collected {len(store)} pairs ({store.index['n_images']} images, {store.grid * store.grid} patches each, "
+          f"width {store.d_in}, {store.index['spec']['dtype']}) in {len(store.shards)} shards, "
+          f"{size / 2**20:.1f} MiB; wrote {args.out}")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import PairedActivations
     from .evaluate import reconstruction_report
     from .sae import train_lucid
+    from .store import open_activations
 
     if args.resume and not (Path(args.resume) / "trainer_state.pt").is_file():
         raise ValueError(f"--resume {args.resume} is not a checkpoint folder (no trainer_state.pt); pass one of "
                          "OUT/checkpoints/* from a run with --checkpoints")
-    acts = PairedActivations.load(args.acts) if args.acts else _collect(args, use_cache=True)
+    acts = open_activations(args.acts, args.shuffle_shards) if args.acts else _collect(args, use_cache=True)
     train, holdout = acts.split(args.holdout) if args.holdout else (acts, None)
     cfg = training_config(args, acts.d_in, acts.metadata.get("model_name") or args.model)
     start = time.perf_counter()
@@ -190,11 +198,20 @@ def add_lucid_parser(sub: Any) -> None:
     commands = lucid.add_subparsers(dest="lucid_command", required=True)
     col = commands.add_parser("collect", help="collect paired patch and token activations to a folder")
     _add_data_options(col)
-    col.add_argument("--out", type=output_folder, required=True, help="folder to write the activations to")
+    col.add_argument("--out", type=output_folder, required=True,
+                     help="folder of the sharded store; run the same command again to resume a stopped collection")
+    col.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                     help="dtype of the stored activations (default: float32; float16 halves the disk)")
+    col.add_argument("--shard-images", type=int_at_least(1), default=4096,
+                     help="images per shard, a multiple of --collect-batch-size (default: 4096)")
     col.set_defaults(func=_cmd_collect)
     tr = commands.add_parser("train", help="train a LUCID SAE; writes OUT/final (SAELens format) and checkpoints")
     _add_data_options(tr)
-    tr.add_argument("--acts", default=None, help="activations from `lucid collect` (default: collect, cached)")
+    tr.add_argument("--acts", default=None, help="a store from `lucid collect`, read a batch at a time "
+                    "(default: collect in memory, cached)")
+    tr.add_argument("--shuffle-shards", type=int_at_least(0), default=0,
+                    help="with --acts: shuffle within runs of this many shards instead of over all pairs "
+                         "(0, the default: over all pairs, as in memory)")
     for name, type_ in (("d_sae", int_at_least(1)), ("n_private", int_at_least(0)), ("k_shared", int_at_least(1)),
                         ("k_private", int_at_least(0))):
         _option(tr, name, type_)

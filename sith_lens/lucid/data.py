@@ -18,6 +18,49 @@ from ..checks import check_finite
 
 TENSORS_FILE = "activations.safetensors"
 META_FILE = "activations.json"
+#: The tensors of a dataset, in the order of PairedActivations' fields.
+TENSOR_NAMES = ("patches", "tokens", "token_mask", "token_weights", "token_ids", "token_positions", "image_index")
+
+#: What fills an empty token slot, per tensor, where it is not 0 (``-1``: no position; the toy
+#: world's ground truth: ``-2`` no object, ``-1`` no attribute).
+SLOT_PADDING = {"token_positions": -1, "extra.pair.token_objects": -2, "extra.pair.token_attributes": -1}
+
+
+def evenly_spaced(n: int, k: int) -> Int[Tensor, "m"]:
+    """``min(n, k)`` indices spread evenly over ``range(n)``, first and last included."""
+    return torch.linspace(0, n - 1, min(n, k)).long()
+
+
+def epoch_permutation(n: int, epoch: int, seed: int) -> Int[Tensor, "n"]:
+    """The order of ``n`` pairs in epoch ``epoch``: a permutation drawn from (seed, epoch)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def seeded_batch(data: Any, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> PairedBatch:
+    """Batch number ``step`` of ``data``'s seeded stream: epoch e is ``data.epoch_order(e, seed)``,
+    its last incomplete batch dropped. With ``world`` processes each gets the ``rank``-th of
+    ``world`` equal parts of the batch, its token slots as wide as the whole batch's.
+
+    Example:
+        >>> seeded_batch(acts, step=3, batch_size=32, seed=0, rank=1, world=2).patches.shape[0]
+        16
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} of {world} processes is not a process")
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} pairs do not split evenly over {world} processes; "
+                         f"pass a multiple of {world}")
+    per_epoch = len(data) // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(data)} pairs collected")
+    epoch, k = divmod(step, per_epoch)
+    pairs = data.epoch_order(epoch, seed)[k * batch_size:(k + 1) * batch_size]
+    width = None
+    if world > 1:
+        width = max(int(data.caption_lengths(pairs).max()), 1)
+        share = batch_size // world
+        pairs = pairs[rank * share:(rank + 1) * share]
+    return data.pair_batch(pairs, width)
 
 
 @dataclass
@@ -112,13 +155,18 @@ class PairedActivations:
     def d_in(self) -> int:
         return self.patches.shape[-1]
 
+    def caption_lengths(self, pairs: Int[Tensor, "B"]) -> Int[Tensor, "B"]:
+        """Real tokens of each caption of ``pairs``."""
+        return self.token_mask[pairs].sum(1)
+
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def pair_batch(self, pairs: Int[Tensor, "B"]) -> PairedBatch:
-        """The pairs ``pairs`` as a PairedBatch, token slots cut to the longest caption."""
+    def pair_batch(self, pairs: Int[Tensor, "B"], width: int | None = None) -> PairedBatch:
+        """The pairs ``pairs`` as a PairedBatch, token slots cut to ``width`` (default: the longest
+        caption among them)."""
         mask = self.token_mask[pairs]
-        width = max(int(mask.sum(1).max()), 1)
+        width = max(int(mask.sum(1).max()), 1) if width is None else width
         return PairedBatch(
             self.patches[self.image_index[pairs]].float(),
             self.tokens[pairs, :width].float(),
@@ -127,22 +175,27 @@ class PairedActivations:
             self.grid,
         )
 
-    def batch_at(self, step: int, batch_size: int, seed: int) -> PairedBatch:
-        """Batch number ``step`` of the seeded stream: epoch e is a permutation drawn from
-        (seed, e); its last incomplete batch is dropped. Pure in ``step``, so training can resume."""
-        per_epoch = len(self) // batch_size
-        if per_epoch == 0:
-            raise ValueError(f"batch_size={batch_size} is larger than the {len(self)} pairs collected")
-        epoch, k = divmod(step, per_epoch)
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        return self.pair_batch(order[k * batch_size:(k + 1) * batch_size])
+    def epoch_order(self, epoch: int, seed: int) -> Int[Tensor, "P"]:
+        """The pairs of epoch ``epoch`` in training order: a permutation drawn from (seed, epoch)."""
+        return epoch_permutation(len(self), epoch, seed)
 
-    def batches(self, batch_size: int, seed: int, start: int = 0) -> Iterator[PairedBatch]:
+    def batch_at(self, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> PairedBatch:
+        """Batch number ``step`` of the seeded stream (``seeded_batch``): pure in ``step``, so training
+        can resume; with ``world`` > 1 processes, rank ``rank``'s share of it."""
+        return seeded_batch(self, step, batch_size, seed, rank, world)
+
+    def batches(self, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[PairedBatch]:
         """An endless stream of batches from step ``start`` (see ``batch_at``)."""
         step = start
         while True:
-            yield self.batch_at(step, batch_size, seed)
+            yield self.batch_at(step, batch_size, seed, rank, world)
             step += 1
+
+    def sample_rows(self, modality: str, max_rows: int) -> Float[Tensor, "rows d"]:
+        """At most ``max_rows`` rows of one modality (every patch; every real token), evenly spaced
+        in storage order, as float32."""
+        x = self.patches.reshape(-1, self.d_in) if modality == "vision" else self.tokens[self.token_mask]
+        return x[evenly_spaced(len(x), max_rows)].float()
 
     def split(self, n_holdout: int) -> tuple[PairedActivations, PairedActivations]:
         """The first ``len - n_holdout`` pairs and the last ``n_holdout``, each with only its images."""
@@ -165,27 +218,60 @@ class PairedActivations:
             [self.token_strings[i] for i in idx], [self.captions[i] for i in idx], dict(self.metadata), extras,
         )
 
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor of the dataset by its file name (``extra.`` before the extras)."""
+        tensors = {name: getattr(self, name).contiguous() for name in TENSOR_NAMES}
+        tensors.update({f"extra.{k}": v.contiguous() for k, v in self.extras.items()})
+        return tensors
+
+    def meta(self) -> dict[str, Any]:
+        """Everything that is not a tensor: grid, token strings, captions, metadata."""
+        return {"grid": self.grid, "token_strings": self.token_strings, "captions": self.captions,
+                "metadata": self.metadata}
+
+    @classmethod
+    def concat(cls, parts: list[PairedActivations]) -> PairedActivations:
+        """The pairs of ``parts`` one after the other (images renumbered, token slots padded to the
+        widest part: empty slots get mask False, weight 0 and ``SLOT_PADDING``)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        width = max(part.tokens.shape[1] for part in parts)
+        tensors: dict[str, list[Tensor]] = {}
+        first_image = 0
+        for part in parts:
+            for name, value in part.tensors().items():
+                if name == "image_index":
+                    value = value + first_image
+                elif name in TENSOR_NAMES[1:6] or (name.startswith("extra.pair.") and value.ndim > 1
+                                                    and value.shape[1] == part.tokens.shape[1]):
+                    pad = SLOT_PADDING.get(name, 0)
+                    value = torch.cat([value, value.new_full((len(value), width - value.shape[1], *value.shape[2:]), pad)], 1)
+                tensors.setdefault(name, []).append(value)
+            first_image += part.patches.shape[0]
+        meta = {**parts[0].meta(), "token_strings": [r for p in parts for r in p.token_strings],
+                "captions": [c for p in parts for c in p.captions]}
+        return cls.from_parts({name: torch.cat(values) for name, values in tensors.items()}, meta)
+
+    @classmethod
+    def from_parts(cls, tensors: dict[str, Tensor], meta: dict[str, Any]) -> PairedActivations:
+        """The inverse of ``tensors()`` and ``meta()``."""
+        extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+        return cls(*(tensors[name] for name in TENSOR_NAMES[:6]), tensors["image_index"], int(meta["grid"]),
+                   meta["token_strings"], meta["captions"], meta.get("metadata", {}), extras)
+
     def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
         """Write the dataset to the folder ``path`` (safetensors + JSON), atomically."""
         from safetensors.torch import save_file
 
-        tensors = {
-            name: getattr(self, name).contiguous()
-            for name in ("patches", "tokens", "token_mask", "token_weights", "token_ids", "token_positions", "image_index")
-        }
-        tensors.update({f"extra.{k}": v.contiguous() for k, v in self.extras.items()})
-        meta = {
-            "grid": self.grid, "token_strings": self.token_strings, "captions": self.captions,
-            "metadata": self.metadata,
-        }
         with atomic_directory(path, overwrite=overwrite) as tmp:
-            save_file(tensors, str(tmp / TENSORS_FILE))
-            (tmp / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
+            save_file(self.tensors(), str(tmp / TENSORS_FILE))
+            (tmp / META_FILE).write_text(json.dumps(self.meta()), encoding="utf-8")
         return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PairedActivations:
-        """Read a dataset written by ``save``.
+        """Read a dataset written by ``save``, or a whole sharded store (``sith_lens.lucid.store``)
+        into memory.
 
         Example:
             >>> acts = PairedActivations.load("runs/toy-acts")
@@ -193,7 +279,11 @@ class PairedActivations:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from .store import INDEX_FILE, ActivationStore
+
         path = Path(path)
+        if (path / INDEX_FILE).is_file():
+            return ActivationStore.open(path).to_memory()
         recover_directory(path)
         if not (path / TENSORS_FILE).is_file() or not (path / META_FILE).is_file():
             raise FileNotFoundError(f"{path} holds no LUCID activations ({TENSORS_FILE} + {META_FILE}); "
@@ -203,9 +293,4 @@ class PairedActivations:
             meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
             raise ValueError(f"the activations in {path} are corrupt ({err}); collect them again") from err
-        extras = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-        return cls(
-            tensors["patches"], tensors["tokens"], tensors["token_mask"], tensors["token_weights"],
-            tensors["token_ids"], tensors["token_positions"], tensors["image_index"], int(meta["grid"]),
-            meta["token_strings"], meta["captions"], meta.get("metadata", {}), extras,
-        )
+        return cls.from_parts(tensors, meta)

@@ -33,6 +33,7 @@ from torch import Tensor
 from sith_lens.atomic import atomic_directory
 
 from ..data import PairedActivations, PairedBatch
+from ..store import ActivationStore
 from ..sparse import normalize_rows_, remove_parallel_gradient
 from ..defaults import DEFAULTS
 from .config import TrainingLucidSAEConfig
@@ -194,7 +195,7 @@ class LucidTrainer(SAETrainer):
 
 
 def train_lucid(
-    acts: PairedActivations,
+    acts: PairedActivations | ActivationStore,
     sae_cfg: TrainingLucidSAEConfig,
     steps: int = DEFAULTS.steps,
     batch_size: int = DEFAULTS.batch_size,
@@ -210,7 +211,8 @@ def train_lucid(
     """Train a LUCID SAE on paired activations; seeded and resumable. Defaults: ``DEFAULTS``.
 
     Args:
-        acts: from ``collect_toy_activations`` / ``collect_pairs`` (or ``PairedActivations.load``).
+        acts: from ``collect_toy_activations`` / ``collect_pairs`` (or ``PairedActivations.load``), or a
+            sharded ``ActivationStore`` (``collect_store``), read through memory maps a batch at a time.
         sae_cfg: the SAE's shape and losses; ``d_in`` must match ``acts``.
         steps: optimiser steps of ``batch_size`` image-caption pairs each.
         out_dir: where ``final/`` (the inference SAE in SAELens format, with ``sparsity.safetensors``)
@@ -227,9 +229,10 @@ def train_lucid(
         >>> sae = train_lucid(acts, TrainingLucidSAEConfig(d_in=acts.d_in, d_sae=512, n_private_vision=64,
         ...                                                n_private_text=64), steps=500)
     """
-    if not isinstance(acts, PairedActivations):
+    if not isinstance(acts, (PairedActivations, ActivationStore)):
         raise TypeError(f"train_lucid takes PairedActivations (collect_toy_activations, collect_pairs or "
-                        f"PairedActivations.load), got {type(acts).__name__}")
+                        f"PairedActivations.load) or an ActivationStore (collect_store, ActivationStore.open), "
+                        f"got {type(acts).__name__}")
     if not isinstance(sae_cfg, TrainingLucidSAEConfig):
         raise TypeError(f"sae_cfg must be a TrainingLucidSAEConfig, got {type(sae_cfg).__name__}")
     if sae_cfg.d_in != acts.d_in:

@@ -115,9 +115,8 @@ class TrainingLucidSAE(TrainingSAE[TrainingLucidSAEConfig]):
     def initialize_from_data(self, acts: PairedActivations, max_rows: int = 100_000) -> None:
         """Set each modality's scale (centred inputs get mean squared norm 1) and centre (``b_dec``)
         from the data, on at most ``max_rows`` rows per modality."""
-        rows = {"vision": acts.patches.reshape(-1, acts.d_in), "text": acts.tokens[acts.token_mask]}
-        for modality, x in rows.items():
-            x = x[torch.linspace(0, len(x) - 1, min(len(x), max_rows)).long()].to(self.W_dec)
+        for modality in MODALITIES:
+            x = acts.sample_rows(modality, max_rows).to(self.W_dec)
             mean = x.mean(0)
             scale = (x - mean).pow(2).sum(-1).mean().sqrt().clamp_min(1e-6)
             getattr(self, f"scale_{modality}").copy_(scale)
