@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     summary: dict[str, Any] = {"steps": args.steps, "train_seconds": round(seconds, 1), "pairs": len(train),
                                "out": str(Path(args.out) / "final")}
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, the first process reports
+        return 0
     if holdout is not None:
         with torch.no_grad():
             summary["holdout"] = reconstruction_report(sae.to("cpu"), holdout)

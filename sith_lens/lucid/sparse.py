@@ -14,6 +14,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .distributed import SOLO, ProcessGroup, centred_sum_of_squares
+
 Modality = Literal["vision", "text"]
 MODALITIES: tuple[str, str] = ("vision", "text")
 
@@ -101,10 +103,12 @@ def decode_sparse(
     return torch.nn.functional.embedding_bag(indices, decoder, per_sample_weights=values, mode="sum")
 
 
-def fvu(x: Float[Tensor, "rows d"], x_hat: Float[Tensor, "rows d"]) -> Float[Tensor, ""]:
-    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
-    total = (x - x.mean(0, keepdim=True)).pow(2).sum()
-    return (x - x_hat).pow(2).sum() / total.clamp_min(1e-12)
+def fvu(x: Float[Tensor, "rows d"], x_hat: Float[Tensor, "rows d"], group: ProcessGroup = SOLO) -> Float[Tensor, ""]:
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2. With a
+    ``group`` of processes holding a batch's rows between them, ``world`` times this process's
+    share of the batch's FVU (see ``sith_lens.lucid.distributed``)."""
+    total = centred_sum_of_squares(x, group)
+    return group.world * (x - x_hat).pow(2).sum() / total.clamp_min(1e-12)
 
 
 def auxk_loss(
@@ -113,6 +117,7 @@ def auxk_loss(
     dead: Bool[Tensor, "n"],
     decoder: Float[Tensor, "n d"],
     k_aux: int,
+    group: ProcessGroup = SOLO,
 ) -> Float[Tensor, ""]:
     """AuxK (Gao et al. 2024): the top ``k_aux`` dead latents try to reconstruct the residual
     ``x - x_hat`` the live ones left; returned as that attempt's error relative to the residual's
@@ -122,15 +127,16 @@ def auxk_loss(
         residual: the reconstruction error, detached by the caller or not, in normalised units.
         pre: pre-activations of the latents ``decoder`` holds the rows of.
         dead: which of those latents have not fired for a while.
+        group: the processes holding the batch's rows (as for ``fvu``).
     """
     n_dead = int(dead.sum())
-    if n_dead == 0 or residual.shape[0] == 0:
+    if n_dead == 0 or (residual.shape[0] == 0 and not group.distributed):
         return residual.new_zeros(())
     masked = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
     codes = topk_relu(masked, min(k_aux, n_dead))
     codes = torch.nan_to_num(codes, neginf=0.0)
     estimate = codes @ decoder
-    return (estimate - residual).pow(2).sum() / (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
+    return group.world * (estimate - residual).pow(2).sum() / centred_sum_of_squares(residual, group).clamp_min(1e-12)
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..checks import check_finite_fields
 from .defaults import DEFAULTS
+from .distributed import SOLO, ProcessGroup
 
 #: Sinkhorn stops once its marginal update falls below this (the spec asks for errors < 1e-3).
 SINKHORN_TOL = 1e-5
@@ -208,6 +209,7 @@ def gcmt_loss(
     grid: int,
     cfg: GCMTConfig,
     generator: torch.Generator | None = None,
+    group: ProcessGroup = SOLO,
 ) -> GCMTOutput:
     """The GCMT loss of a batch of B image-caption pairs (image i goes with caption i).
 
@@ -220,36 +222,42 @@ def gcmt_loss(
             the model's similarity between an image and another image's caption guides nothing.
         grid: patches per side.
         generator: draws the negatives' shifts (torch's global generator when None).
+        group: with several processes, each holds its part of the batch (in rank order): it solves
+            the problems of its own images, against captions gathered from every process, and the
+            loss of the whole batch comes from the gathered distances (``sith_lens.lucid.distributed``).
 
     Example:
         >>> out = gcmt_loss(zp, zt, w, guidance_prior(xp, xt, 8, cfg), grid=8, cfg=cfg)
         >>> out.loss.backward()
     """
-    n_pairs, n_patches, _ = patch_codes.shape
+    n_local, n_patches, _ = patch_codes.shape
+    n_pairs = n_local * group.world
     patch_codes, token_codes = patch_codes.float(), token_codes.float()
-    b = token_marginals(token_weights.float())
     smooth = grid_kernel(grid, cfg.grid_sigma, patch_codes.device)
 
-    p_hat, t_hat = unit_rows(patch_codes), unit_rows(token_codes)
+    p_hat = unit_rows(patch_codes)
+    t_all = group.gather(unit_rows(token_codes))  # every caption of the batch
+    b_all = group.gather(token_marginals(token_weights.float()))
     n_neg = min(cfg.n_negatives, n_pairs - 1)
     images = torch.arange(n_pairs, device=patch_codes.device)
+    mine = images[group.rank * n_local:(group.rank + 1) * n_local]
     # image i against captions i + s (mod B) for n_neg random shifts s; caption j then meets images
-    # j - s, so both directions get n_neg negatives from the same problems. Caption i + s of every
-    # image i is the caption batch rolled by -s; all captions an image meets are stacked along the
-    # token axis, so that one product gives every cost. Negatives use the uniform prior.
+    # j - s, so both directions get n_neg negatives from the same problems. All captions an image
+    # meets are stacked along the token axis, so that one product gives every cost. Negatives use
+    # the uniform prior.
     shifts = torch.zeros(0, dtype=torch.long, device=patch_codes.device)
     if n_neg > 0:
         shifts = 1 + torch.randperm(n_pairs - 1, generator=generator)[:n_neg].to(patch_codes.device)
     rolls = [0, *shifts.tolist()]
-    met = torch.cat([t_hat.roll(-sh, 0) for sh in rolls], 1)  # [B, (1 + S) L, n]
+    met = torch.cat([t_all[(mine + sh) % n_pairs] for sh in rolls], 1)  # [b, (1 + S) L, n]
     n_tokens = token_codes.shape[1]
-    costs = (1.0 - p_hat @ met.transpose(-1, -2)).unflatten(-1, (len(rolls), n_tokens)).movedim(-2, 0)  # [1 + S, B, N, L]
+    costs = (1.0 - p_hat @ met.transpose(-1, -2)).unflatten(-1, (len(rolls), n_tokens)).movedim(-2, 0)  # [1 + S, b, N, L]
     guided = torch.cat([costs[0].detach() - cfg.eps * log_prior, costs[1:].detach().flatten(0, 1)])
-    marginals = torch.cat([b.roll(-sh, 0) for sh in rolls])
+    marginals = torch.cat([b_all[(mine + sh) % n_pairs] for sh in rolls])
     # one batched Sinkhorn solve for the matched pairs and every negative
     plans, error = _partial_plans(guided, marginals, cfg)
-    words = (smooth @ plans[..., :n_tokens]).reshape(n_neg + 1, n_pairs, n_patches, n_tokens)
-    distance = (words * costs).sum((-1, -2)) / cfg.patch_mass  # [1 + S, B]
+    words = (smooth @ plans[..., :n_tokens]).reshape(n_neg + 1, n_local, n_patches, n_tokens)
+    distance = group.gather(((words * costs).sum((-1, -2)) / cfg.patch_mass).T).T  # [1 + S, B]
     matched = distance[0]
     matched_distance = matched.mean()
     nce = matched_distance.new_zeros(())
@@ -261,7 +269,7 @@ def gcmt_loss(
         target = torch.zeros(n_pairs, dtype=torch.long, device=patch_codes.device)
         nce = 0.5 * (F.cross_entropy(-image_to_text / cfg.nce_temperature, target)
                      + F.cross_entropy(-text_to_image / cfg.nce_temperature, target))
-    plans = plans[:n_pairs, :, :n_tokens]
+    plans = plans[:n_local, :, :n_tokens]
     if not math.isfinite(error):
         raise FloatingPointError("Sinkhorn produced non-finite plans; check the codes for NaN")
     return GCMTOutput(matched_distance + nce, matched_distance, nce, plans.detach(), error)

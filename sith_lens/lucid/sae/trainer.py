@@ -36,6 +36,7 @@ from ..data import PairedActivations, PairedBatch
 from ..store import ActivationStore
 from ..sparse import normalize_rows_, remove_parallel_gradient
 from ..defaults import DEFAULTS
+from ..distributed import SOLO, ProcessGroup
 from .config import TrainingLucidSAEConfig
 from .inference import LucidSAE
 from .training import TrainingLucidSAE
@@ -104,6 +105,17 @@ def check_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> None:
                          "settings and data, or start a new run in another --out")
 
 
+class _PairedForward(torch.nn.Module):
+    """The SAE's paired training forward as a module's ``forward``, for DDP to wrap."""
+
+    def __init__(self, sae: TrainingLucidSAE):
+        super().__init__()
+        self.sae = sae
+
+    def forward(self, step_input: TrainStepInput) -> TrainStepOutput:
+        return self.sae.training_forward_pass(step_input)
+
+
 class LucidTrainer(SAETrainer):
     """SAELens's SAETrainer with a LUCID step: paired batches, unit-norm decoder rows, firing
     counted over patch and token rows. ``data_provider`` yields ``PairedBatch`` objects.
@@ -118,6 +130,8 @@ class LucidTrainer(SAETrainer):
                         wandb_aliases: list[str] | None = None) -> None:
         import json
 
+        if self.group.rank != 0:  # every process holds the same weights and state: one writes them
+            return
         base = base_path if base_path is not None else self.cfg.checkpoint_path
         if base is None or self.cfg.logger.log_to_wandb:
             return super().save_checkpoint(checkpoint_name, base_path, wandb_aliases)
@@ -143,14 +157,33 @@ class LucidTrainer(SAETrainer):
         finally:
             torch.load = original  # type: ignore[assignment]
 
+    #: The processes training together (``SOLO``: this one alone).
+    group: ProcessGroup = SOLO
+    _ddp: Any = None
+
+    def _forward(self) -> Any:
+        """The step's forward: the SAE's own, or under several processes DDP's, which averages the
+        gradients over them in backward."""
+        if not self.group.distributed:
+            return self.sae.training_forward_pass
+        if self._ddp is None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = torch.device(self.sae.device)
+            self._ddp = DistributedDataParallel(
+                _PairedForward(self.sae), device_ids=[device] if device.type == "cuda" else None,
+                forward_sync_buffers=False,
+            )
+        return self._ddp
+
     def step(self, batch: PairedBatch) -> TrainStepOutput:  # type: ignore[override]
-        sae = self.sae
+        sae, group = self.sae, self.group
         batch = batch.to(sae.device)
-        self.n_training_samples += len(batch)
+        self.n_training_samples += len(batch) * group.world
         sae.train()
         try:
             with self.autocast_if_enabled:
-                out = sae.training_forward_pass(TrainStepInput(
+                out = self._forward()(TrainStepInput(
                     sae_in=batch,  # type: ignore[arg-type]
                     coefficients=self.get_coefficients(),
                     dead_neuron_mask=self.dead_neurons,
@@ -164,12 +197,12 @@ class LucidTrainer(SAETrainer):
             raise TrainingDivergedError(self.n_training_steps + 1, f"non-finite loss terms {bad}")
         if "ot_matched_distance" in out.metrics:  # a transport step: keep its loss for the progress bar
             self.last_gcmt = float(out.losses["gcmt"].detach()) / sae.cfg.ot_every
-        with torch.no_grad():
+        with torch.no_grad():  # firing over the rows of every process
             firing = out.feature_acts != 0
             self.n_forward_passes_since_fired += 1
-            self.n_forward_passes_since_fired[firing.any(0)] = 0
-            self.act_freq_scores += firing.float().sum(0)
-            self.n_frac_active_samples += firing.shape[0]
+            self.n_forward_passes_since_fired[group.sum(firing.any(0).float()) > 0] = 0
+            self.act_freq_scores += group.sum(firing.float().sum(0))
+            self.n_frac_active_samples += group.world * firing.shape[0]
         out.loss.backward()
         remove_parallel_gradient(sae.W_dec)
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
@@ -241,6 +274,24 @@ def train_lucid(
         raise ValueError(f"need steps >= 1 and batch_size >= 2 (pairs per step), got {steps}, {batch_size}")
     if n_checkpoints and out_dir is None:
         raise ValueError("n_checkpoints needs an out_dir to write them to")
+    group = ProcessGroup.from_environment(device)
+    try:
+        return _train(acts, sae_cfg, steps, batch_size, lr, seed, out_dir, n_checkpoints, resume_from,
+                      dead_feature_window, device, progress, group)
+    finally:
+        group.close()
+
+
+def _train(acts: PairedActivations | ActivationStore, sae_cfg: TrainingLucidSAEConfig, steps: int, batch_size: int,
+           lr: float, seed: int, out_dir: str | os.PathLike | None, n_checkpoints: int,
+           resume_from: str | os.PathLike | None, dead_feature_window: int, device: str, progress: bool,
+           group: ProcessGroup) -> LucidSAE:
+    if batch_size % group.world:
+        raise ValueError(f"batch_size={batch_size} pairs do not split evenly over {group.world} processes; "
+                         f"pass a multiple of {group.world}")
+    if group.distributed and str(device).startswith("cuda"):
+        device = group.device  # one GPU per process
+        torch.cuda.set_device(device)
     if sae_cfg.ot_warm_up_steps < 0:
         sae_cfg = replace(sae_cfg, ot_warm_up_steps=math.ceil(0.1 * steps))
     sae_cfg = replace(sae_cfg, device=device)
@@ -250,6 +301,7 @@ def train_lucid(
     sae_cfg.metadata["grid"] = acts.grid
     torch.manual_seed(seed)
     sae = TrainingLucidSAE(sae_cfg)
+    sae.group = group
     sae.initialize_from_data(acts)
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=lr,
@@ -258,6 +310,7 @@ def train_lucid(
         n_checkpoints=n_checkpoints, checkpoint_path=str(Path(out_dir) / "checkpoints") if out_dir else None,
     )
     trainer = LucidTrainer(cfg=trainer_cfg, sae=sae, data_provider=iter(()))
+    trainer.group = group
     trainer.run_settings = {
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pairs": len(acts),
         "sae": {k: v for k, v in vars(sae_cfg).items() if isinstance(v, (int, float, str, bool)) and k != "device"},
@@ -270,14 +323,16 @@ def train_lucid(
         # SAETrainer saves a checkpoint before counting the step it just took
         trainer.n_training_steps = trainer.n_training_samples // batch_size
         trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
-    trainer.data_provider = acts.batches(batch_size, seed, start=trainer.n_training_steps)
-    with _progress_bar(progress):
+    trainer.data_provider = acts.batches(batch_size, seed, start=trainer.n_training_steps, rank=group.rank,
+                                         world=group.world)
+    with _progress_bar(progress and group.rank == 0):
         trainer.fit()
     final = sae.to_inference().to("cpu")
     sparsity = measure(final, acts)
     final.to(device)
-    if out_dir is not None:
+    if out_dir is not None and group.rank == 0:
         save_with_sparsity(final, Path(out_dir) / "final", sparsity)
+    group.barrier()  # the run ends when its output is written
     return final
 
 

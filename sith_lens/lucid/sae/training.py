@@ -26,6 +26,7 @@ from ..sparse import (
     MODALITIES, auxk_loss, block_topk, block_topk_indices, check_modality, decode_sparse, fvu, topk_relu,
     visible_latents,
 )
+from ..distributed import SOLO, ProcessGroup
 from ..transport import gcmt_loss, guidance_prior
 from .config import LucidSAEConfig, TrainingLucidSAEConfig
 from .inference import LucidSAE
@@ -38,6 +39,9 @@ MODALITY_TENSORS = ("W_enc", "b_enc", "b_dec", "scale")
 class TrainingLucidSAE(TrainingSAE[TrainingLucidSAEConfig]):
     """LUCID with its training losses: per-modality FVU, GCMT on the shared codes of each pair,
     and AuxK per modality. ``training_forward_pass`` takes a ``PairedBatch`` as ``sae_in``."""
+
+    #: The processes training this SAE together (``SOLO``: one; set by ``train_lucid`` under torchrun).
+    group: ProcessGroup = SOLO
 
     def __init__(self, cfg: TrainingLucidSAEConfig, use_error_term: bool = False):
         super().__init__(cfg, use_error_term)
@@ -145,10 +149,10 @@ class TrainingLucidSAE(TrainingSAE[TrainingLucidSAEConfig]):
             recons[modality] = (decode_sparse(values, indices, self.W_dec) + b_dec) * scale
             with torch.no_grad():  # full-width codes and pre-activations, for the trainer's firing counts
                 dense[modality] = self._full_width(pres[modality], values, indices, visible)
-            losses[f"fvu_{modality}"] = fvu(x, recons[modality])
+            losses[f"fvu_{modality}"] = fvu(x, recons[modality], self.group)
             if dead is not None and coefficients.get("aux", 0) > 0:
                 residual = ((x - recons[modality]) / scale).detach()
-                aux = aux + auxk_loss(residual, pres[modality], dead[visible], self.W_dec[visible], cfg.k_aux)
+                aux = aux + auxk_loss(residual, pres[modality], dead[visible], self.W_dec[visible], cfg.k_aux, self.group)
         losses["aux"] = coefficients.get("aux", 0) * aux
         metrics: dict[str, Any] = {}
         losses["gcmt"] = batch.patches.new_zeros(())
@@ -186,12 +190,13 @@ class TrainingLucidSAE(TrainingSAE[TrainingLucidSAEConfig]):
         # Slots after the batch's last weighted token carry no mass: drop them, since Sinkhorn's
         # time grows with the width and zero-mass columns are the slowest part of it
         weighted = (batch.token_weights > 0).any(0).nonzero()
-        width = int(weighted.max()) + 1 if len(weighted) else batch.token_weights.shape[1]
+        width = self.group.max_int(int(weighted.max()) + 1 if len(weighted) else batch.token_weights.shape[1])
         gcfg = self.cfg.gcmt()
         with torch.no_grad():
             log_prior = guidance_prior(batch.patches, batch.tokens[:, :width], batch.grid, gcfg)
         generator = torch.Generator().manual_seed(step)
-        return gcmt_loss(zp, zt[:, :width], batch.token_weights[:, :width], log_prior, batch.grid, gcfg, generator)
+        return gcmt_loss(zp, zt[:, :width], batch.token_weights[:, :width], log_prior, batch.grid, gcfg, generator,
+                         self.group)
 
     @torch.no_grad()
     def to_inference(self) -> LucidSAE:
