@@ -54,3 +54,15 @@ def check_finite_fields(config: Any, what: str) -> None:
         value = getattr(config, field.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{what}: {field.name} is {value}; pass a finite number")
+
+
+def describe_differences(saved: Mapping[str, Any], current: Mapping[str, Any], then: str = "then") -> str:
+    """The settings of ``current`` whose value in ``saved`` differs, as ``"key: old then, new now"``
+    joined by ``"; "`` (empty when none differs).
+
+    Example:
+        >>> describe_differences({"lr": 0.1, "steps": 5}, {"lr": 0.2, "steps": 5})
+        'lr: 0.1 then, 0.2 now'
+    """
+    differ = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    return "; ".join(f"{k}: {a!r} {then}, {b!r} now" for k, (a, b) in sorted(differ.items()))

@@ -223,3 +223,31 @@ def test_cli_collects_a_store_and_trains_from_it(tmp_path, capsys, monkeypatch):
     assert summary["pairs"] == 80 and summary["holdout"]["pairs"] == 16
     assert (tmp_path / "run" / "final" / "cfg.json").is_file()
     assert not (tmp_path / "cache").exists()  # read from the store, nothing collected
+
+
+def test_kill_during_training_loses_at_most_the_checkpoint_being_written(store, tmp_path):
+    from safetensors.torch import load_file
+
+    from sith_lens.cli import main
+
+    args = ["lucid", "train", "--acts", str(store.folder), "--d-sae", "96", "--n-private", "8", "--steps", "120",
+            "--batch-size", "16", "--holdout", "0", "--no-progress", "--checkpoints", "12"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "sith_lens.cli", *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "checkpoints").is_dir() and len(list((killed / "checkpoints").iterdir())) >= 3:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists()
+    whole = sorted((p for p in (killed / "checkpoints").iterdir() if not p.name.startswith(".")), key=lambda p: int(p.name))
+    assert 2 <= len(whole) < 12 and all((p / "lucid_checkpoint.json").is_file() for p in whole)
+    assert main([*args, "--resume", str(whole[-1]), "--out", str(tmp_path / "resumed")]) == 0
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    a = load_file(str(tmp_path / "resumed" / "final" / "sae_weights.safetensors"))
+    b = load_file(str(tmp_path / "straight" / "final" / "sae_weights.safetensors"))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4

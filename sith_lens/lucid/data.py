@@ -98,8 +98,25 @@ class PairedBatch:
         return self.tokens[self.token_mask]
 
 
+class SeededBatches:
+    """The seeded stream of batches of a dataset with ``epoch_order``, ``caption_lengths`` and
+    ``pair_batch`` (``PairedActivations``, ``store.ActivationStore``)."""
+
+    def batch_at(self, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> PairedBatch:
+        """Batch number ``step`` of the seeded stream (``seeded_batch``): pure in ``step``, so training
+        can resume; with ``world`` > 1 processes, rank ``rank``'s share of it."""
+        return seeded_batch(self, step, batch_size, seed, rank, world)
+
+    def batches(self, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[PairedBatch]:
+        """An endless stream of batches from step ``start`` (see ``batch_at``)."""
+        step = start
+        while True:
+            yield self.batch_at(step, batch_size, seed, rank, world)
+            step += 1
+
+
 @dataclass
-class PairedActivations:
+class PairedActivations(SeededBatches):
     """A dataset of image-caption pairs as activations of one model.
 
     Images and captions are stored apart, so an image with several captions is stored once.
@@ -178,18 +195,6 @@ class PairedActivations:
     def epoch_order(self, epoch: int, seed: int) -> Int[Tensor, "P"]:
         """The pairs of epoch ``epoch`` in training order: a permutation drawn from (seed, epoch)."""
         return epoch_permutation(len(self), epoch, seed)
-
-    def batch_at(self, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> PairedBatch:
-        """Batch number ``step`` of the seeded stream (``seeded_batch``): pure in ``step``, so training
-        can resume; with ``world`` > 1 processes, rank ``rank``'s share of it."""
-        return seeded_batch(self, step, batch_size, seed, rank, world)
-
-    def batches(self, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[PairedBatch]:
-        """An endless stream of batches from step ``start`` (see ``batch_at``)."""
-        step = start
-        while True:
-            yield self.batch_at(step, batch_size, seed, rank, world)
-            step += 1
 
     def sample_rows(self, modality: str, max_rows: int) -> Float[Tensor, "rows d"]:
         """At most ``max_rows`` rows of one modality (every patch; every real token), evenly spaced

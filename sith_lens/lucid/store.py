@@ -34,15 +34,16 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..atomic import atomic_path, write_text_atomic
+from ..checks import describe_differences
 from .collect import JOINT, collect_images, collect_toy_activations, read_captions_jsonl
-from .data import PairedActivations, PairedBatch, epoch_permutation, evenly_spaced, seeded_batch
+from .data import PairedActivations, PairedBatch, SeededBatches, epoch_permutation, evenly_spaced
 
 INDEX_FILE = "store.json"
 STORE_FORMAT = "sith-lens/lucid-store/1"
@@ -237,10 +238,8 @@ def _check_same(index: dict[str, Any], out: Path, fingerprint: str, spec: dict[s
         raise ValueError(f"{out} holds activations of another model ({index.get('model_name')!r}, weight "
                          f"fingerprint {str(index.get('fingerprint'))[:12]}..., this model's is {fingerprint[:12]}...); "
                          "collect into another folder, or delete it")
-    saved = index.get("spec", {})
-    differ = {k: (saved.get(k), v) for k, v in spec.items() if saved.get(k) != v}
-    if differ:
-        detail = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in sorted(differ.items()))
+    detail = describe_differences(index.get("spec", {}), spec, "there")
+    if detail:
         raise ValueError(f"{out} holds a store collected with other settings ({detail}); run the same "
                          "collection to resume it, or collect into another folder")
 
@@ -283,7 +282,7 @@ class _Shard:
         return PairedActivations.from_parts({k: v.clone() for k, v in self.tensors.items()}, json.loads(self.meta_json))
 
 
-class ActivationStore:
+class ActivationStore(SeededBatches):
     """A sharded store, read through memory maps; serves batches as ``PairedActivations`` does.
 
     ``shuffle_shards`` sets the data order: 0 (default) draws each epoch's order over all pairs,
@@ -422,17 +421,6 @@ class ActivationStore:
             order = torch.cat(parts)
         self._order = (epoch, seed, order)
         return order
-
-    def batch_at(self, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> PairedBatch:
-        """Batch number ``step`` of the seeded stream (``data.seeded_batch``), as PairedActivations."""
-        return seeded_batch(self, step, batch_size, seed, rank, world)
-
-    def batches(self, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> Iterator[PairedBatch]:
-        """An endless stream of batches from step ``start`` (see ``batch_at``)."""
-        step = start
-        while True:
-            yield self.batch_at(step, batch_size, seed, rank, world)
-            step += 1
 
     @cached_property
     def _image_starts(self) -> Tensor:

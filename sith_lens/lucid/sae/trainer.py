@@ -31,6 +31,7 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 from torch import Tensor
 
 from sith_lens.atomic import atomic_directory
+from sith_lens.checks import describe_differences
 
 from ..data import PairedActivations, PairedBatch
 from ..store import ActivationStore
@@ -97,10 +98,8 @@ def check_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> None:
     if manifest.get("files") != _file_hashes(path):
         raise ValueError(f"the files in {path} are not the ones its manifest lists (changed, missing or "
                          "mixed in from another run); resume from another checkpoint or start again")
-    saved = manifest.get("settings", {})
-    differ = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
-    if differ:
-        detail = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(differ.items()))
+    detail = describe_differences(manifest.get("settings", {}), settings, "then")
+    if detail:
         raise ValueError(f"{path} was written by a run with other settings ({detail}); resume with the same "
                          "settings and data, or start a new run in another --out")
 
