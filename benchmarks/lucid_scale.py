@@ -8,8 +8,8 @@ in-memory path they replace, measured in one run (ratios, so the machine's speed
    store and (for contrast) in memory (target for the store: <= 1.2x, flat);
 3. training: ``train_lucid`` steps per second reading the store (float32 and float16, memory-
    mapped) vs the same pairs in memory, default SAE settings, 3 alternating repeats (target: >= 0.8x);
-4. processes: the same training launched by torchrun on 2 processes (gloo) vs 1, same global
-   batch (reported; this machine has 2 cores, so 2 processes of 1 thread each vs 1 of 2 threads);
+4. processes: the same training launched by torchrun on 2 processes (gloo, 1 thread each) vs 1
+   process with 2 threads and with 1 thread, same global batch (reported; this machine has 2 cores);
 5. disk: bytes per pair of a float16 store for common CLIP towers, from the shard layout, with the
    layout's formula checked against the toy store's measured size.
 
@@ -72,7 +72,7 @@ def collection(root: Path) -> dict[str, Any]:
         rates["memory"].append(SMALL / memory["seconds"])
         ratios.append(rates["store"][-1] / rates["memory"][-1])
     peaks = {}
-    for mode in ("store", "memory"):
+    for mode in ("store", "in_memory"):
         small = _collect(mode, SMALL, root / f"{mode}-small")["peak_rss_mb"]
         large = _collect(mode, LARGE, root / f"{mode}-large")["peak_rss_mb"]
         peaks[mode] = {"peak_rss_mb_2k": round(small), "peak_rss_mb_20k": round(large), "ratio_20k_over_2k": round(large / small, 3)}
@@ -118,23 +118,36 @@ def training(root: Path) -> dict[str, Any]:
 def processes(root: Path) -> dict[str, Any]:
     """torchrun with 2 processes vs 1 process, same global batch, training time from the CLI's report."""
     store = root / "train-float32"
-    args = ["lucid", "train", "--acts", str(store), "--steps", str(TRAIN_STEPS), "--batch-size", str(BATCH),
-            "--holdout", "0", "--no-progress"]
+    args = ["lucid", "train", "--acts", str(store), "--steps", str(TRAIN_STEPS), "--holdout", "0", "--no-progress"]
 
-    def seconds(nproc: int, out: Path) -> float:
+    def seconds(nproc: int, out: Path, threads: int | None, batch: int) -> float:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] \
             if nproc > 1 else [sys.executable]
-        done = subprocess.run([*launcher, "-m", "sith_lens.cli", *args, "--out", str(out)], capture_output=True,
-                              text=True, check=True)
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        done = subprocess.run([*launcher, "-m", "sith_lens.cli", *args, "--batch-size", str(batch), "--out", str(out)],
+                              capture_output=True, text=True, check=True, env=env)
         return json.loads(done.stdout[done.stdout.index("{"):])["train_seconds"]
 
-    ratios, times = [], {"1": [], "2": []}
+    # the last row is one rank's compute alone: 1 thread on half the batch, no collectives
+    runs = {"1 process, 2 threads": (1, None, BATCH), "1 process, 1 thread": (1, 1, BATCH),
+            "2 processes, 1 thread each": (2, None, BATCH), "1 process, 1 thread, half the batch": (1, 1, BATCH // 2)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    ratios: dict[str, list[float]] = {"over_1_process_2_threads": [], "over_1_process_1_thread": [],
+                                      "ideal_over_1_process_1_thread": []}
     for r in range(REPEATS):
-        times["1"].append(seconds(1, root / f"p1-{r}"))
-        times["2"].append(seconds(2, root / f"p2-{r}"))
-        ratios.append(times["1"][-1] / times["2"][-1])
-    return {"two_over_one_steps_per_s": _ratio(ratios), "train_seconds": {k: statistics.median(v) for k, v in times.items()},
-            "note": "2 cores: torchrun gives each process 1 thread; the single process uses 2"}
+        for i, (name, spec) in enumerate(runs.items()):
+            times[name].append(seconds(spec[0], root / f"p{i}-{r}", *spec[1:]))
+        two, one, half = (times[k][-1] for k in ("2 processes, 1 thread each", "1 process, 1 thread",
+                                                  "1 process, 1 thread, half the batch"))
+        ratios["over_1_process_2_threads"].append(times["1 process, 2 threads"][-1] / two)
+        ratios["over_1_process_1_thread"].append(one / two)
+        ratios["ideal_over_1_process_1_thread"].append(one / half)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    overhead = (t["2 processes, 1 thread each"] - t["1 process, 1 thread, half the batch"]) / TRAIN_STEPS
+    return {"two_processes_steps_per_s": {k: _ratio(v) for k, v in ratios.items()}, "train_seconds": t,
+            "collective_ms_per_step": round(1000 * overhead, 1),
+            "note": "2 cores; torchrun gives each process 1 thread; 'ideal' is a rank's compute alone (half the "
+                    "batch, 1 thread), and collective_ms_per_step what the 2-process run spends beyond it"}
 
 
 #: Patches per image (CLS excluded), joint-space width and residual width of common towers.
@@ -195,10 +208,13 @@ def main() -> None:
     print(f"collection pairs/s, store / in memory: {c['store_over_memory_pairs_per_s']} (target >= 0.9)")
     for mode, row in c["peak_memory"].items():
         print(f"peak memory {mode}: {row['peak_rss_mb_2k']} MB at 2k pairs, {row['peak_rss_mb_20k']} MB at 20k: "
-              f"{row['ratio_20k_over_2k']}x" + (" (target <= 1.2)" if mode == "store" else " (the path it replaces)"))
+              f"{row['ratio_20k_over_2k']}x" + (" (target <= 1.2)" if mode == "store" else " (the path the store replaces)"))
     for dtype, row in t["store_over_memory_steps_per_s"].items():
         print(f"training steps/s, {dtype} store / in memory: {row} (target >= 0.8)")
-    print(f"training steps/s, 2 processes / 1: {p['two_over_one_steps_per_s']} ({p['note']})")
+    for base, row in p["two_processes_steps_per_s"].items():
+        print(f"training steps/s, 2 processes (1 thread each) {base.replace('_', ' ')}: {row}")
+    print(f"  the 2-process run spends {p['collective_ms_per_step']} ms per step beyond one rank's compute "
+          "(gloo collectives on this CPU)")
     print(f"disk: the layout's formula / the toy store's tensors: {results['disk']['check_on_toy_store']}")
     for name, row in results["disk"]["float16_per_pair"].items():
         print(f"  {name}: {row['kb_per_pair']} kB per pair, {row['gb_per_million']} GB per million pairs")

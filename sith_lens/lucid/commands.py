@@ -65,10 +65,11 @@ def _collect(args: argparse.Namespace, use_cache: bool) -> Any:
 def _cmd_collect(args: argparse.Namespace) -> int:
     from sith_lens.adapters.loading import load_clip
 
-    from .store import FolderSource, ToySource, collect_store
+    from .store import FolderSource, ToySource, check_store_settings, collect_store
 
     if args.model != "toy" and not args.captions:
         raise ValueError("a model other than the toy CLIP needs your own data: pass --captions FILE.jsonl")
+    check_store_settings(args.shard_images, args.collect_batch_size, args.dtype)
     source = FolderSource(args.captions, args.images) if args.captions else ToySource(args.toy_pairs, args.toy_seed)
     store = collect_store(load_clip(args.model), source, args.out, shard_images=args.shard_images, dtype=args.dtype,
                           batch_size=args.collect_batch_size, vision_hook=args.vision_hook, text_hook=args.text_hook)

@@ -155,6 +155,19 @@ def _read_index(folder: Path) -> dict[str, Any] | None:
     return index
 
 
+def check_store_settings(shard_images: int, batch_size: int, dtype: str) -> None:
+    """Refuse a dtype a store cannot hold, or shards that are not whole batches of the seeded stream.
+
+    Example:
+        >>> check_store_settings(4096, 64, "float16")
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if batch_size < 1 or shard_images < 1 or shard_images % batch_size:
+        raise ValueError(f"shard_images ({shard_images}) must be a positive multiple of batch_size ({batch_size}) "
+                         "(--shard-images of --collect-batch-size), so that every shard holds whole batches")
+
+
 def collect_store(
     model: Any,
     source: ToySource | FolderSource,
@@ -181,11 +194,7 @@ def collect_store(
 
     from ..concepts import model_fingerprint
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if batch_size < 1 or shard_images < 1 or shard_images % batch_size:
-        raise ValueError(f"shard_images ({shard_images}) must be a positive multiple of batch_size ({batch_size}), "
-                         "so that every shard holds whole batches of the seeded stream")
+    check_store_settings(shard_images, batch_size, dtype)
     if source.n_images < 1:
         raise ValueError("the source holds no images")
     out = Path(out)
