@@ -211,8 +211,11 @@ def main() -> None:
               f"{row['ratio_20k_over_2k']}x" + (" (target <= 1.2)" if mode == "store" else " (the path the store replaces)"))
     for dtype, row in t["store_over_memory_steps_per_s"].items():
         print(f"training steps/s, {dtype} store / in memory: {row} (target >= 0.8)")
+    labels = {"over_1_process_2_threads": "2 processes (1 thread each) / 1 process (2 threads)",
+              "over_1_process_1_thread": "2 processes (1 thread each) / 1 process (1 thread)",
+              "ideal_over_1_process_1_thread": "the most 2 could give: one rank's compute alone / 1 process (1 thread)"}
     for base, row in p["two_processes_steps_per_s"].items():
-        print(f"training steps/s, 2 processes (1 thread each) {base.replace('_', ' ')}: {row}")
+        print(f"training steps/s, {labels[base]}: {row}")
     print(f"  the 2-process run spends {p['collective_ms_per_step']} ms per step beyond one rank's compute "
           "(gloo collectives on this CPU)")
     print(f"disk: the layout's formula / the toy store's tensors: {results['disk']['check_on_toy_store']}")
