@@ -36,6 +36,17 @@ def epoch_permutation(n: int, epoch: int, seed: int) -> Int[Tensor, "n"]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+def check_split(batch_size: int, world: int) -> None:
+    """Refuse a batch of pairs that ``world`` processes cannot share equally.
+
+    Example:
+        >>> check_split(32, 2)
+    """
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} pairs do not split evenly over {world} processes; "
+                         f"pass a multiple of {world}")
+
+
 def seeded_batch(data: Any, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> PairedBatch:
     """Batch number ``step`` of ``data``'s seeded stream: epoch e is ``data.epoch_order(e, seed)``,
     its last incomplete batch dropped. With ``world`` processes each gets the ``rank``-th of
@@ -47,9 +58,7 @@ def seeded_batch(data: Any, step: int, batch_size: int, seed: int, rank: int = 0
     """
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"rank {rank} of {world} processes is not a process")
-    if batch_size % world:
-        raise ValueError(f"batch_size={batch_size} pairs do not split evenly over {world} processes; "
-                         f"pass a multiple of {world}")
+    check_split(batch_size, world)
     per_epoch = len(data) // batch_size
     if per_epoch == 0:
         raise ValueError(f"batch_size={batch_size} is larger than the {len(data)} pairs collected")

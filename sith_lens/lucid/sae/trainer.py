@@ -33,7 +33,7 @@ from torch import Tensor
 from sith_lens.atomic import atomic_directory
 from sith_lens.checks import describe_differences
 
-from ..data import PairedActivations, PairedBatch
+from ..data import PairedActivations, PairedBatch, check_split
 from ..store import ActivationStore
 from ..sparse import normalize_rows_, remove_parallel_gradient
 from ..defaults import DEFAULTS
@@ -169,10 +169,9 @@ class LucidTrainer(SAETrainer):
             from torch.nn.parallel import DistributedDataParallel
 
             device = torch.device(self.sae.device)
-            self._ddp = DistributedDataParallel(
-                _PairedForward(self.sae), device_ids=[device] if device.type == "cuda" else None,
-                forward_sync_buffers=False,
-            )
+            # DDP's default buffer sync (the two input scales, equal on every rank) works on every torch
+            self._ddp = DistributedDataParallel(_PairedForward(self.sae),
+                                                device_ids=[device] if device.type == "cuda" else None)
         return self._ddp
 
     def step(self, batch: PairedBatch) -> TrainStepOutput:  # type: ignore[override]
@@ -253,6 +252,10 @@ def train_lucid(
         resume_from: a checkpoint folder to continue from (same settings, same ``acts``).
         dead_feature_window: steps without firing after which a latent counts as dead (AuxK).
 
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1), each process trains on its share of every batch
+    and the processes together compute the one-process result (``sith_lens.lucid.distributed``);
+    ``batch_size`` is the global batch, and only rank 0 writes checkpoints and ``final/``.
+
     Returns:
         The trained inference ``LucidSAE`` (also saved to ``out_dir/final``), with its measured
         variance explained and L0 per modality in ``cfg.metadata``.
@@ -285,9 +288,7 @@ def _train(acts: PairedActivations | ActivationStore, sae_cfg: TrainingLucidSAEC
            lr: float, seed: int, out_dir: str | os.PathLike | None, n_checkpoints: int,
            resume_from: str | os.PathLike | None, dead_feature_window: int, device: str, progress: bool,
            group: ProcessGroup) -> LucidSAE:
-    if batch_size % group.world:
-        raise ValueError(f"batch_size={batch_size} pairs do not split evenly over {group.world} processes; "
-                         f"pass a multiple of {group.world}")
+    check_split(batch_size, group.world)
     if group.distributed and str(device).startswith("cuda"):
         device = group.device  # one GPU per process
         torch.cuda.set_device(device)
