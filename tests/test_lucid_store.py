@@ -47,6 +47,9 @@ def test_store_holds_the_in_memory_pairs(store, in_memory):
     assert torch.equal(back.extras.pop("pair.index"), torch.arange(PAIRS))
     _assert_same_data(back, in_memory)
     assert PairedActivations.load(store.folder).captions == in_memory.captions
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {oct(f.stat().st_mode & 0o777) for f in store.folder.iterdir()} == {oct(0o666 & ~umask)}  # not 0600
 
 
 @pytest.mark.parametrize("rank,world", [(0, 1), (0, 2), (1, 2)])
