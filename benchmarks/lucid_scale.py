@@ -16,7 +16,7 @@ in-memory path they replace, measured in one run (ratios, so the machine's speed
 Each ratio is the median of the repeats, with the repeats' range (3 repeats give no useful
 interval beyond that).
 
-    python benchmarks/lucid_scale.py          # ~8 min on 2 cores; the last line is JSON
+    python benchmarks/lucid_scale.py          # ~17 min on 2 cores; the last line is JSON
 """
 
 from __future__ import annotations
