@@ -159,3 +159,18 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The blake2b (16-byte) hex digest of a file's bytes, read in 4 MiB chunks.
+
+    Example:
+        >>> file_digest("runs/store/shard-00000.safetensors")[:8]
+    """
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

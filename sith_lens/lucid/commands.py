@@ -44,19 +44,24 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collect-batch-size", type=int_at_least(1), default=64, help="images per forward pass (default: 64)")
 
 
+def _check_own_data(args: argparse.Namespace) -> None:
+    """Refuse a model other than the toy CLIP without a captions file (the toy world is the toy's data)."""
+    if args.model != "toy" and not args.captions:
+        raise ValueError("a model other than the toy CLIP needs your own data: pass --captions FILE.jsonl")
+
+
 def _collect(args: argparse.Namespace, use_cache: bool) -> Any:
     from sith_lens.adapters.loading import load_clip
 
     from .collect import cached, collect_folder_activations, collect_toy_activations
 
+    _check_own_data(args)
     model = load_clip(args.model)
     hooks = dict(vision_hook=args.vision_hook, text_hook=args.text_hook)
     if args.captions:
         spec = {"captions": str(Path(args.captions).resolve()), "images": args.images, **hooks}
         return cached(model, spec, lambda: collect_folder_activations(
             model, args.captions, args.images, args.collect_batch_size, **hooks), use_cache)
-    if args.model != "toy" and not args.captions:
-        raise ValueError("a model other than the toy CLIP needs your own data: pass --captions FILE.jsonl")
     spec = {"toy_pairs": args.toy_pairs, "seed": args.toy_seed, **hooks}
     return cached(model, spec, lambda: collect_toy_activations(
         model, args.toy_pairs, args.toy_seed, args.collect_batch_size, **hooks), use_cache)
@@ -67,8 +72,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
     from .store import FolderSource, ToySource, check_store_settings, collect_store
 
-    if args.model != "toy" and not args.captions:
-        raise ValueError("a model other than the toy CLIP needs your own data: pass --captions FILE.jsonl")
+    _check_own_data(args)
     check_store_settings(args.shard_images, args.collect_batch_size, args.dtype)
     source = FolderSource(args.captions, args.images) if args.captions else ToySource(args.toy_pairs, args.toy_seed)
     store = collect_store(load_clip(args.model), source, args.out, shard_images=args.shard_images, dtype=args.dtype,

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import mmap
@@ -40,7 +39,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, file_digest, write_text_atomic
 from ..checks import describe_differences
 from .collect import JOINT, collect_images, collect_toy_activations, read_captions_jsonl
 from .data import PairedActivations, PairedBatch, SeededBatches, epoch_permutation, evenly_spaced
@@ -111,14 +110,6 @@ class FolderSource:
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def _file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _shard_name(number: int) -> str:
     return f"shard-{number:05d}.safetensors"
 
@@ -138,7 +129,7 @@ def _write_shard(folder: Path, number: int, acts: PairedActivations, dtype: str,
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps({**acts.meta(), "first_image": first_image})})
     return {"number": number, "file": name, "first_image": first_image, "n_images": acts.patches.shape[0],
             "n_pairs": len(acts), "width": acts.tokens.shape[1], "bytes": (folder / name).stat().st_size,
-            "blake2b": _file_hash(folder / name)}
+            "blake2b": file_digest(folder / name)}
 
 
 def _read_index(folder: Path) -> dict[str, Any] | None:
@@ -373,11 +364,16 @@ class ActivationStore(SeededBatches):
         spec = {**self.index["spec"], "vision_hook": vision_hook, "text_hook": text_hook}
         _check_same(self.index, self.folder, model_fingerprint(model), spec)
 
-    def _locate(self, pairs: Tensor) -> tuple[Tensor, Tensor]:
-        if len(pairs) and (int(pairs.min()) < 0 or int(pairs.max()) >= len(self)):
-            raise IndexError(f"pairs must lie in [0, {len(self)}), got {int(pairs.min())}..{int(pairs.max())}")
+    def _shard_of(self, pairs: Tensor) -> tuple[Tensor, Tensor]:
+        """The shard of each pair of the whole store, and the pair's row in it."""
         shard = torch.searchsorted(self._pair_starts, pairs, right=True) - 1
         return shard, pairs - self._pair_starts[shard]
+
+    def _locate(self, pairs: Tensor) -> tuple[Tensor, Tensor]:
+        """``_shard_of``, for pairs of this store (or of its prefix) only."""
+        if len(pairs) and (int(pairs.min()) < 0 or int(pairs.max()) >= len(self)):
+            raise IndexError(f"pairs must lie in [0, {len(self)}), got {int(pairs.min())}..{int(pairs.max())}")
+        return self._shard_of(pairs)
 
     def caption_lengths(self, pairs: Int[Tensor, "B"]) -> Int[Tensor, "B"]:
         """Real tokens of each caption of ``pairs``."""
@@ -459,8 +455,7 @@ class ActivationStore(SeededBatches):
             starts = self._token_starts
             total = int(starts[-1])
             if len(self) < int(self._pair_starts[-1]):
-                shard = int(torch.searchsorted(self._pair_starts, torch.tensor(len(self)), right=True)) - 1
-                local = len(self) - int(self._pair_starts[shard])
+                shard, local = (int(x) for x in self._shard_of(torch.tensor(len(self))))  # the first pair left out
                 total = int(starts[shard]) + int(self.shards[shard]["token_mask"][:local].sum())
         rows = evenly_spaced(total, max_rows)
         which = torch.searchsorted(starts, rows, right=True) - 1

@@ -30,7 +30,7 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 
 from torch import Tensor
 
-from sith_lens.atomic import atomic_directory
+from sith_lens.atomic import atomic_directory, file_digest
 from sith_lens.checks import describe_differences
 
 from ..data import PairedActivations, PairedBatch, check_split
@@ -61,17 +61,8 @@ CHECKPOINT_FORMAT = "sith-lens/lucid-checkpoint/1"
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
-    import hashlib
-
-    hashes = {}
-    for file in sorted(folder.iterdir()):
-        if file.is_file() and file.name != CHECKPOINT_MANIFEST and not file.name.startswith("."):
-            h = hashlib.blake2b(digest_size=16)
-            with open(file, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            hashes[file.name] = h.hexdigest()
-    return hashes
+    return {file.name: file_digest(file) for file in sorted(folder.iterdir())
+            if file.is_file() and file.name != CHECKPOINT_MANIFEST and not file.name.startswith(".")}
 
 
 def check_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> None:
