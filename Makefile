@@ -54,11 +54,11 @@ bench: install
 # token-level losses (9.8 min on 2 cores) into sith_lens/assets/toy_clip.
 BF16 ?=
 toy-clip-base: install
-	$(PY) -m sith_lens.toyworld.train --out checkpoints/toy_clip_3 --steps 1500 --seed 0 --threads 2 \
+	$(PY) -m recipes.toy_clip --out checkpoints/toy_clip_3 --steps 1500 --seed 0 --threads 2 \
 		--prompt-share 0.7 --prompt-weights shape=6,texture=2,size=1,position=1,color=0.5,background=0.5 $(BF16)
 
 toy-clip: install
-	$(PY) -m sith_lens.toyworld.train --out sith_lens/assets/toy_clip --init-from checkpoints/toy_clip_3 \
+	$(PY) -m recipes.toy_clip --out sith_lens/assets/toy_clip --init-from checkpoints/toy_clip_3 \
 		--steps 400 --batch-size 128 --lr 3e-4 --warmup 20 --prompt-share 0.5 --token-loss 1 --crop-loss 4 \
 		--word-loss 1 --token-start 0 --token-warmup 0 --no-bf16 --eval-every 100
 

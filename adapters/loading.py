@@ -18,35 +18,24 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-from jaxtyping import Float, Int
-from torch import Tensor, nn
 
 from sith_lens.adapters.families import HF_FAMILIES, HFFamily, hf_family, towers_from_hf
-from sith_lens.adapters.text_tokens import TextTokens, special_token_ids
-from sith_lens.adapters.transformer_lens import HookedCLIPText, HookedCLIPVision
+from sith_lens.adapters.hooked_clip import CLIPInfo, HookedCLIP
+from sith_lens.adapters.text_tokens import TextTokens
+
+__all__ = ["load_clip", "ModelNotAvailableError", "toy_checkpoint_dir", "RANDOM_CONFIGS",
+           # defined in hooked_clip and text_tokens, importable from here as before
+           "HookedCLIP", "CLIPInfo", "TextTokens"]
 
 logger = logging.getLogger(__name__)
 
 
 class ModelNotAvailableError(FileNotFoundError):
     """The requested checkpoint is neither a local directory nor in the Hugging Face cache."""
-
-
-@dataclass
-class CLIPInfo:
-    """Model-level facts; each tower has its own ``TowerConfig`` in ``.vision.cfg`` / ``.text.cfg``."""
-
-    model_name: str
-    """The spec the model was loaded from."""
-    family: str
-    """Architecture family: ``"clip"``, ``"siglip"`` or ``"open_clip"``."""
-    d_proj: int
-    """Width of the joint image-text space."""
 
 
 # Built-in configs for "random:NAME": transformers CLIPConfig keyword arguments, or SiglipConfig ones
@@ -86,191 +75,6 @@ RANDOM_CONFIGS: dict[str, dict[str, Any]] = {
         text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
     ),
 }
-
-
-class HookedCLIP(nn.Module):
-    """A CLIP model as two hooked towers plus its tokenizer and image preprocessing.
-
-    Attributes:
-        vision: ``HookedCLIPVision``, TransformerLens hooks on the image tower.
-        text: ``HookedCLIPText``, TransformerLens hooks on the text tower.
-        cfg: ``CLIPInfo`` (model name, family, joint-space width).
-        logit_scale: the learned temperature, ``exp(logit_scale)`` multiplies cosine similarities.
-        logit_bias: added to the scaled similarities (SigLIP's sigmoid loss learns one; 0 for CLIP).
-        image_mean: ``[d_proj]`` mean normalised image embedding saved with the checkpoint
-            (``image_mean.safetensors``; the toy CLIP ships one), or None. SITH's read-out uses it.
-        hf_config: the transformers config the model was built from (``save_pretrained`` writes it).
-
-    Example:
-        >>> model = sl.load_clip("openai/clip-vit-base-patch32")
-        >>> img = model.encode_image(model.preprocess([pil_image]), normalize=True)   # [1, 512]
-        >>> txt = model.encode_text(["a photo of a cat"], normalize=True)            # [1, 512]
-    """
-
-    def __init__(
-        self,
-        vision: HookedCLIPVision,
-        text: HookedCLIPText,
-        cfg: CLIPInfo,
-        logit_scale: float = 0.0,
-        logit_bias: float = 0.0,
-        tokenizer: Any = None,
-        image_processor: Any = None,
-        hf_config: Any = None,
-    ):
-        super().__init__()
-        self.hf_config = hf_config
-        self.vision = vision
-        self.text = text
-        self.cfg = cfg
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)), requires_grad=False)
-        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)), requires_grad=False)
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.register_buffer("image_mean", None, persistent=False)
-
-    @property
-    def tokenizer(self) -> Any:
-        """The text tower's tokenizer (``text.tokenizer``), or None."""
-        return self.text.tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, tokenizer: Any) -> None:
-        self.text.tokenizer = tokenizer
-        # what text.add_sae(..., exclude_special_tokens=True) bypasses
-        self.text.special_token_ids = tuple(sorted(special_token_ids(tokenizer))) if tokenizer is not None else ()
-
-    # -- inputs --------------------------------------------------------------------------------------
-    def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> TextTokens:
-        """Tokenise strings with the model's own tokenizer: padded on the right (to the longest text,
-        or to the full context ``n_ctx`` for SigLIP, as in its training) and at most ``n_ctx`` long
-        (``text.tokenize``; ``text.to_tokens`` gives the ids alone, as in TransformerLens).
-
-        Args:
-            texts: one string or a list of strings.
-            truncate: a text longer than the context is cut to fit, with a ``UserWarning`` that says
-                how many were cut (default); ``False`` raises a ``ValueError`` instead.
-
-        Example:
-            >>> toks = model.tokenize(["a red circle", "a dog"])
-            >>> toks.input_ids.shape     # [2, longest]
-        """
-        return self.text.tokenize(texts, truncate)
-
-    def attach_zero_shot_head(
-        self, class_prompts: Sequence[str | Sequence[str]], templates: Sequence[str] = ("{}",),
-        labels: Sequence[str] | None = None,
-    ) -> None:
-        """Give the vision tower a zero-shot head as its unembed (``W_U``, ``b_U``,
-        ``return_type="logits"``/``"loss"``), so TransformerLens's attribution code runs on images.
-
-        Args:
-            class_prompts: a class name per class (put into every template) or a list of prompts.
-            templates: prompt templates with ``{}`` (CLIP's recipe averages them).
-            labels: class names for ``to_single_token``/``logit_attrs``; default the class names
-                (or each list's first prompt).
-
-        Example:
-            >>> model.attach_zero_shot_head(["red circle", "blue square"], templates=["a {}"])
-            >>> _, cache = model.vision.run_with_cache(pixels)
-            >>> cache.logit_attrs(cache.decompose_resid(pos_slice=0), tokens="red circle").shape
-        """
-        from sith_lens.zeroshot import zero_shot_weights
-
-        weights = zero_shot_weights(self, class_prompts, templates)
-        if labels is None:
-            labels = [c if isinstance(c, str) else c[0] for c in class_prompts]
-        self.vision.set_zero_shot_head(weights, labels, logit_scale=float(self.logit_scale.exp()))
-
-    def preprocess(self, images: Any) -> Float[Tensor, "batch channel height width"]:
-        """Resize, crop and normalise images (PIL images, file paths or HWC uint8 arrays).
-
-        Grayscale and RGBA images are converted to RGB.
-
-        Example:
-            >>> pixels = model.preprocess([Image.open("cat.jpg")])   # [1, 3, 224, 224]
-        """
-        if self.image_processor is None:
-            raise ValueError(f"model {self.cfg.model_name!r} has no image processor; pass pixel tensors instead")
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        if not images:
-            raise ValueError("preprocess needs at least one image")
-        from PIL import Image, UnidentifiedImageError
-
-        loaded = []
-        for im in images:
-            if isinstance(im, (str, os.PathLike)):
-                try:
-                    im = Image.open(im)
-                except (FileNotFoundError, UnidentifiedImageError) as err:
-                    raise ValueError(f"cannot read {str(im)!r} as an image ({err}); pass PNG/JPEG files or PIL images") from None
-            loaded.append(im)
-        pixels = self.image_processor(images=loaded, return_tensors="pt")["pixel_values"]
-        return pixels.to(device=self.vision.W_proj.device, dtype=self.vision.W_proj.dtype)
-
-    # -- embeddings ----------------------------------------------------------------------------------
-    def encode_image(
-        self, pixels: Float[Tensor, "batch channel height width"], normalize: bool = False
-    ) -> Float[Tensor, "batch d_proj"]:
-        """Image embeddings in the joint space (``CLIPModel.get_image_features``, or for SigLIP the
-        MAP head's pooled output, ``SiglipModel.get_image_features``).
-
-        Example:
-            >>> model.encode_image(model.preprocess(["cat.jpg"]), normalize=True).shape   # [1, d_proj]
-        """
-        embeds = self.vision(pixels)
-        return embeds / embeds.norm(dim=-1, keepdim=True) if normalize else embeds
-
-    def encode_text(
-        self, texts: str | Sequence[str] | TextTokens | Int[Tensor, "batch pos"], normalize: bool = False
-    ) -> Float[Tensor, "batch d_proj"]:
-        """Text embeddings in the joint space from strings, ``TextTokens`` or token ids
-        (``CLIPModel.get_text_features`` / ``SiglipModel.get_text_features``).
-
-        Example:
-            >>> model.encode_text(["a photo of a cat", "a dog"], normalize=True).shape   # [2, d_proj]
-        """
-        if isinstance(texts, Tensor):
-            embeds = self.text(texts)
-        else:
-            toks = texts if isinstance(texts, TextTokens) else self.tokenize(texts)
-            # SigLIP attends to its padding, as in training (text.cfg.mask_padding is False there)
-            embeds = self.text(toks.input_ids, attention_mask=toks.attention_mask if self.text.cfg.mask_padding else None)
-        return embeds / embeds.norm(dim=-1, keepdim=True) if normalize else embeds
-
-    def save_pretrained(self, out_dir: str | os.PathLike, overwrite: bool = True) -> Path:
-        """Write the model as a standard transformers checkpoint folder (see ``export.save_clip``).
-
-        Example:
-            >>> sl.edit_heads(model, result, m).save_pretrained("edited-clip")
-            >>> CLIPModel.from_pretrained("edited-clip")
-        """
-        from sith_lens.adapters.export import save_clip
-
-        return save_clip(self, out_dir, overwrite=overwrite)
-
-    def summary(self) -> str:
-        """A short human-readable description: towers, sizes, hook names, parameter counts."""
-        lines = [f"HookedCLIP {self.cfg.model_name!r} (family {self.cfg.family}, joint space d_proj={self.cfg.d_proj})"]
-        for name, tower in (("vision", self.vision), ("text", self.text)):
-            c = tower.cfg
-            n_params = sum(p.numel() for p in tower.parameters())
-            extra = (
-                f"image {c.image_size}px, patch {c.patch_size}px, {c.n_patches} patches"
-                if c.modality == "vision"
-                else f"vocab {c.d_vocab}, context {c.n_ctx}"
-            )
-            hooks = list(tower.hook_dict)
-            per_block = [h.split(".", 2)[2] for h in hooks if h.startswith("blocks.0.")]
-            top = [h for h in hooks if not h.startswith("blocks.")]
-            lines += [
-                f"  {name}: {c.n_layers} layers x {c.n_heads} heads, d_model={c.d_model}, d_head={c.d_head}, "
-                f"d_mlp={c.d_mlp}, act={c.act_fn}; {extra}; {n_params:,} parameters",
-                f"    {len(hooks)} hook points; top level: {', '.join(top)}",
-                f"    per block (blocks.{{l}}.*): {', '.join(per_block)}",
-            ]
-        return "\n".join(lines)
 
 
 def _offline() -> bool:
@@ -326,7 +130,7 @@ def toy_checkpoint_dir() -> Path:
         raise ModelNotAvailableError(
             f"the toy CLIP checkpoint is not in this installation ({path} has no config.json/model.safetensors). "
             "Rebuild it in a source checkout with `make toy-clip-base toy-clip` (the two seeded stages of "
-            "`python -m sith_lens.toyworld.train`, about an hour on CPU), "
+            "`python -m recipes.toy_clip`, about an hour on CPU), "
             "or use 'random:tiny' for a small random CLIP"
         )
     return path

@@ -1,7 +1,7 @@
 """Base vs fine-tuned on the toy world: does fine-tuning keep each head's singular basis, and does
 SITH of the weight update name the concept the fine-tuning introduced?
 
-Fine-tunes the shipped toy CLIP (``sith_lens.toyworld.finetune``, both towers, a few CPU minutes) on
+Fine-tunes the shipped toy CLIP (``recipes.finetune_toy``, both towers, a few CPU minutes) on
 a shifted world in which purple objects are drawn magenta (RGB 255, 0, 255) and captioned "magenta",
 a word the base model never saw in training. Then ``sith_lens.compare`` per head and layer:
 principal angles between the top-8 right singular subspaces, singular-value ratios of matched
@@ -21,14 +21,17 @@ import argparse
 import json
 import tempfile
 import time
+import sys
 from collections import Counter
 from pathlib import Path
 
 import torch
 
 import sith_lens as sl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recipes/ folder, which is not installed
 from sith_lens.evidence import wilson_interval
-from sith_lens.toyworld.finetune import FinetuneConfig, finetune, save_finetuned, shifted_world
+from recipes.finetune_toy import FinetuneConfig, finetune, save_finetuned, shifted_world
 
 NEW_CONCEPT = "magenta"
 

@@ -25,9 +25,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "load_clip": "sith_lens.adapters.loading",
-    "HookedCLIP": "sith_lens.adapters.loading",
+    "HookedCLIP": "sith_lens.adapters.hooked_clip",
     "ModelNotAvailableError": "sith_lens.adapters.loading",
-    "TextTokens": "sith_lens.adapters.loading",
+    "TextTokens": "sith_lens.adapters.text_tokens",
     "HookedCLIPVision": "sith_lens.adapters.transformer_lens",
     "HookedCLIPText": "sith_lens.adapters.transformer_lens",
     "TowerConfig": "sith_lens.adapters.transformer_lens",
@@ -36,7 +36,9 @@ _LAZY = {
     "ConceptDictionary": "sith_lens.concepts",
     "explain_heads": "sith_lens.sith",
     "image_mean": "sith_lens.sith",
-    "SITHResult": "sith_lens.sith",
+    "SITHResult": "sith_lens.result",
+    "CLIPLike": "sith_lens.model",
+    "query_multipliers": "sith_lens.edit",
     "comp": "sith_lens.pursuit",
     "pursue": "sith_lens.pursuit",
     "SparseCodes": "sith_lens.pursuit",

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from sith_lens.cli_args import (
-    ArgumentParser, finite_float, host, int_at_least, layer_selection, output_folder, png_path, port, share,
+    PURSUIT_METHODS, ArgumentParser, finite_float, host, int_at_least, layer_selection, output_folder, png_path, port, share,
     template,
 )
+from sith_lens.defaults import COMPARE, DEMO, EDIT, EXPLAIN, default_vocabulary
 from sith_lens.limits import MAX_MULTIPLIER
 
 
@@ -45,11 +46,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from sith_lens.atomic import atomic_directory
     from sith_lens.concepts import ConceptDictionary
     from sith_lens.report import write_html_report
-    from sith_lens.sith import explain_heads, parse_layers
+    from sith_lens.model import parse_layers
+    from sith_lens.sith import explain_heads
     from sith_lens.vocabularies import load_vocabulary
 
     out = _output_folder(args.out, EXPLAIN_OUTPUTS)
-    vocab = args.vocab or ("toy" if args.model == "toy" else "english")
+    vocab = args.vocab or default_vocabulary(args.model)
     words = load_vocabulary(vocab)  # a missing or empty vocabulary file fails before the model loads
     model = load_clip(args.model)
     layers = parse_layers(args.layers, model.vision.cfg.n_layers)
@@ -97,8 +99,7 @@ def _explanation(model, args, layers, result):
         if missing:
             raise ValueError(f"--result {args.result} does not cover layers {missing}; explain them or change --layers")
         return result, None
-    vocab = args.vocab or ("toy" if args.model == "toy" else "english")
-    concepts = ConceptDictionary.from_vocab(model, vocab)
+    concepts = ConceptDictionary.from_vocab(model, args.vocab or default_vocabulary(args.model))
     return explain_heads(model, concepts, layers, k=args.k, lam=args.lam), concepts
 
 
@@ -107,11 +108,10 @@ def _split(text: str | None) -> list[str]:
 
 
 def _cmd_edit(args: argparse.Namespace) -> int:
-    import torch
-
     from sith_lens.adapters.loading import load_clip
-    from sith_lens.edit import class_multipliers, concept_multipliers, edit_heads, identity_multipliers
-    from sith_lens.sith import SITHResult, parse_layers
+    from sith_lens.edit import class_multipliers, edit_heads, identity_multipliers, query_multipliers
+    from sith_lens.model import parse_layers
+    from sith_lens.result import SITHResult
 
     suppress, amplify, classes = _split(args.suppress), _split(args.amplify), _split(args.boost_classes)
     if not suppress and not amplify and not classes:
@@ -129,10 +129,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         m = class_multipliers(model, result, concepts, classes, layers=layers)
         print(f"task multipliers for {classes}: {float(m.min()):.2f}..{float(m.max()):.2f}, "
               f"{int((m > 1).sum())} boosted, {int((m < 1).sum())} damped")
-    for query, value in ((suppress, 0.0), (amplify, args.factor)):
-        if query:
-            q = concept_multipliers(result, query, value, threshold=args.threshold, layers=layers)
-            m = torch.where(q != 1, q, m)
+    m = query_multipliers(result, suppress, amplify, factor=args.factor, threshold=args.threshold, layers=layers, base=m)
     changed = m != 1
     if not changed.any():
         print(f"sith-lens: note: no singular vector puts {args.threshold} of its explanation on {suppress + amplify}; "
@@ -154,15 +151,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from sith_lens.adapters.loading import load_clip
     from sith_lens.compare import check_same_shape, compare
     from sith_lens.concepts import ConceptDictionary
-    from sith_lens.sith import parse_layers
+    from sith_lens.model import parse_layers
 
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out must name a JSON file, but {args.out} is a folder")
     base, finetuned = load_clip(args.base), load_clip(args.finetuned)
     check_same_shape(base, finetuned)  # before the dictionary: a mismatch is the error to report
     layers = parse_layers(args.layers, base.vision.cfg.n_layers)
-    vocab = args.vocab or ("toy" if args.base == "toy" else "english")
-    concepts = ConceptDictionary.from_vocab(finetuned, vocab)
+    concepts = ConceptDictionary.from_vocab(finetuned, args.vocab or default_vocabulary(args.base))
     cmp = compare(base, finetuned, concepts, layers, top=args.top, delta_vectors=args.delta_vectors, k=args.k)
     print(f"{'layer':>5} {'mean angle':>11} {'max angle':>10} {'|log2 ratio|':>13} {'rel. change':>12}")
     for row in cmp.summary():
@@ -199,56 +195,63 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="load a model and print its hooked towers: layers, heads, hooks, parameters")
     info.add_argument(
         "--model",
-        default="toy",
+        default=DEMO.model,
         help="'toy' (the shipped toy CLIP), 'random:tiny', a Hugging Face id or a local CLIPModel "
-        "directory (default: toy)",
+        "directory (default: %(default)s)",
     )
     info.set_defaults(func=_cmd_info)
     ex = sub.add_parser(
         "explain", help="SITH: explain every head's singular vectors with concepts; writes JSON + an HTML report"
     )
-    ex.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
-    ex.add_argument("--layers", type=layer_selection, default="all", help="'all', a slice like '-4:', or a list like '0,3,-1' (default: all)")
-    ex.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
-    ex.add_argument("--lam", type=finite_float(0), default=0.3, help="COMP coherence weight (default: 0.3)")
-    ex.add_argument("--method", default="comp", choices=["comp", "nnomp", "omp", "mp", "topk"])
+    ex.add_argument("--model", default=DEMO.model, help="model spec as for `info` (default: %(default)s)")
+    ex.add_argument("--layers", type=layer_selection, default=EXPLAIN.layers,
+                    help="'all', a slice like '-4:', or a list like '0,3,-1' (default: %(default)s)")
+    ex.add_argument("--k", type=int_at_least(1), default=EXPLAIN.k, help="concepts per singular vector (default: %(default)s)")
+    ex.add_argument("--lam", type=finite_float(0), default=EXPLAIN.lam, help="COMP coherence weight (default: %(default)s)")
+    ex.add_argument("--method", default=EXPLAIN.method, choices=PURSUIT_METHODS, metavar="METHOD",
+                    help="the pursuit, one of %(choices)s (default: %(default)s)")
     ex.add_argument("--vocab", default=None,
                     help="'toy', 'english', or a text file with one concept per line "
                     "(default: toy for the toy model, english otherwise)")
     ex.add_argument("--template", type=template, default=None, help="optional prompt template with {}, e.g. 'a photo of {}.'")
-    ex.add_argument("--side", default="right", choices=["right", "left"],
-                    help="right: what heads write (default); left: what they read")
-    ex.add_argument("--centering", default="auto", choices=["auto", "image", "none"],
-                    help="image-side centring of the read-out (default auto: the model's saved image mean if any)")
-    ex.add_argument("--report-vectors", type=int_at_least(1), default=16, help="singular vectors per head in the HTML report")
-    ex.add_argument("--out", type=output_folder, default="sith-out", help="output folder (default: sith-out)")
+    ex.add_argument("--side", default=EXPLAIN.side, choices=["right", "left"],
+                    help="right: what heads write; left: what they read (default: %(default)s)")
+    ex.add_argument("--centering", default=EXPLAIN.centering, choices=["auto", "image", "none"],
+                    help="image-side centring of the read-out (default %(default)s: the model's saved image mean if any)")
+    ex.add_argument("--report-vectors", type=int_at_least(1), default=EXPLAIN.report_vectors,
+                    help="singular vectors per head in the HTML report (default: %(default)s)")
+    ex.add_argument("--out", type=output_folder, default=EXPLAIN.out, help="output folder (default: %(default)s)")
     ex.set_defaults(func=_cmd_explain)
     ed = sub.add_parser("edit", help="SITH edit: suppress or amplify concepts in the heads' weights; writes a checkpoint")
-    ed.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
+    ed.add_argument("--model", default=DEMO.model, help="model spec as for `info` (default: %(default)s)")
     ed.add_argument("--suppress", default=None, help="comma-separated concepts whose singular vectors are zeroed")
     ed.add_argument("--amplify", default=None, help="comma-separated concepts whose singular vectors are scaled")
-    ed.add_argument("--factor", type=finite_float(-MAX_MULTIPLIER, MAX_MULTIPLIER), default=2.0, help="multiplier for --amplify (-1 flips; default 2)")
+    ed.add_argument("--factor", type=finite_float(-MAX_MULTIPLIER, MAX_MULTIPLIER), default=EDIT.factor,
+                    help="multiplier for --amplify (-1 flips; default: %(default)s)")
     ed.add_argument("--boost-classes", default=None,
                     help="comma-separated class names: boost task-relevant singular vectors, damp the others "
                     "(m = max(0.8, relevance + 0.3), sith_spec 5.4)")
-    ed.add_argument("--threshold", type=share, default=0.5,
-                    help="edit a singular vector when this share of its explanation is on the concepts (default 0.5)")
-    ed.add_argument("--layers", type=layer_selection, default="-4:", help="layers to edit, as for `explain` (default: -4:)")
+    ed.add_argument("--threshold", type=share, default=EDIT.threshold,
+                    help="edit a singular vector when this share of its explanation is on the concepts (default: %(default)s)")
+    ed.add_argument("--layers", type=layer_selection, default=EDIT.layers,
+                    help="layers to edit, as for `explain` (default: %(default)s)")
     ed.add_argument("--result", default=None, help="a sith.json from `explain` to reuse instead of explaining again")
     ed.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
-    ed.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
-    ed.add_argument("--lam", type=finite_float(0), default=0.3, help="COMP coherence weight (default: 0.3)")
+    ed.add_argument("--k", type=int_at_least(1), default=EXPLAIN.k, help="concepts per singular vector (default: %(default)s)")
+    ed.add_argument("--lam", type=finite_float(0), default=EXPLAIN.lam, help="COMP coherence weight (default: %(default)s)")
     ed.add_argument("--out", type=output_folder, required=True, help="checkpoint folder to write")
     ed.set_defaults(func=_cmd_edit)
     cp = sub.add_parser("compare", help="base vs fine-tuned: basis stability, singular-value ratios, SITH of the update")
     cp.add_argument("base", help="base model spec (e.g. toy)")
     cp.add_argument("finetuned", help="fine-tuned model spec (a checkpoint folder)")
-    cp.add_argument("--layers", type=layer_selection, default="all", help="layers, as for `explain` (default: all)")
-    cp.add_argument("--top", type=int_at_least(1), default=8, help="leading singular vectors compared per head (default 8)")
-    cp.add_argument("--delta-vectors", type=int_at_least(1), default=4, help="singular vectors of the update explained per head")
-    cp.add_argument("--k", type=int_at_least(1), default=5, help="concepts per singular vector (default: 5)")
+    cp.add_argument("--layers", type=layer_selection, default=COMPARE.layers, help="layers, as for `explain` (default: %(default)s)")
+    cp.add_argument("--top", type=int_at_least(1), default=COMPARE.top,
+                    help="leading singular vectors compared per head (default: %(default)s)")
+    cp.add_argument("--delta-vectors", type=int_at_least(1), default=COMPARE.delta_vectors,
+                    help="singular vectors of the update explained per head (default: %(default)s)")
+    cp.add_argument("--k", type=int_at_least(1), default=COMPARE.k, help="concepts per singular vector (default: %(default)s)")
     cp.add_argument("--vocab", default=None, help="concept vocabulary (default: toy for the toy model, else english)")
-    cp.add_argument("--show", type=int_at_least(1), default=8, help="heads to print (default 8)")
+    cp.add_argument("--show", type=int_at_least(1), default=COMPARE.show, help="heads to print (default: %(default)s)")
     cp.add_argument("--out", default=None, help="JSON file to write the full comparison to")
     cp.set_defaults(func=_cmd_compare)
     toy = sub.add_parser("toyworld", help="render sample toy-world scenes to a PNG and print their captions")
@@ -259,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--index", type=int_at_least(0), default=0, help="batch index within the seed (default: 0)")
     toy.set_defaults(func=_cmd_toyworld)
     demo = sub.add_parser("demo", help="the Gradio explorer: Heads, Edit, LUCID and Compare tabs in the browser")
-    demo.add_argument("--model", default="toy", help="model spec as for `info` (default: toy)")
-    demo.add_argument("--host", type=host, default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
-    demo.add_argument("--port", type=port, default=None, help="port (default: 7860, or the next free one)")
+    demo.add_argument("--model", default=DEMO.model, help="model spec as for `info` (default: %(default)s)")
+    demo.add_argument("--host", type=host, default=DEMO.host, help="address to serve on (default: %(default)s, this machine only)")
+    demo.add_argument("--port", type=port, default=None, help=f"port (default: {DEMO.port}, or the next free one)")
     demo.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
     demo.add_argument("--sae", default=None,
                       help="a LUCID SAE folder (cfg.json + sae_weights.safetensors); default: the packaged toy "

@@ -2,17 +2,21 @@
 parsed, before any model is loaded, and says what a valid value looks like.
 
 Example:
-    >>> parser.add_argument("--k", type=int_at_least(1), default=5)
+    >>> parser = ArgumentParser(prog="demo")
+    >>> _ = parser.add_argument("--k", type=int_at_least(1), default=5)
+    >>> parser.parse_args(["--k", "3"]).k
+    3
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import math
 import re
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, Iterator, NoReturn, Sequence
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -21,6 +25,39 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"sith-lens: error: {message} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+
+class RegistryNames(Sequence[str]):
+    """The sorted keys of a registry dict ``module.name``, read when first needed: argparse's
+    ``choices`` from the registry itself, without importing it (and torch) to build the parser.
+
+    Example:
+        >>> names = RegistryNames("sith_lens.pursuit", "METHODS")
+        >>> "comp" in names, list(names)[:2]
+        (True, ['comp', 'mp'])
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _names(self) -> list[str]:
+        return sorted(getattr(importlib.import_module(self.module), self.name))
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+#: The pursuit methods ``sith-lens explain --method`` accepts: ``sith_lens.pursuit.METHODS``.
+PURSUIT_METHODS = RegistryNames("sith_lens.pursuit", "METHODS")
 
 
 def int_at_least(low: int) -> Callable[[str], int]:

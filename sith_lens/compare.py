@@ -27,8 +27,10 @@ from torch import Tensor
 
 from .atomic import write_text_atomic
 from .concepts import ConceptDictionary
+from .defaults import COMPARE, EXPLAIN
+from .model import CLIPLike, VisionTowerLike, resolve_layers, vision_tower
 from .sith import (
-    SITHResult, _vision, explain_vectors, head_vo_factors, joint_readout, resolve_layers, result_from_codes,
+    SITHResult, explain_vectors, head_vo_factors, joint_readout, result_from_codes,
 )
 from .svd import factored_svd
 
@@ -145,7 +147,7 @@ class Comparison:
 
 
 def _explain_update(
-    model: Any, concepts: ConceptDictionary, S: Tensor, V: Tensor, layers: list[int], *,
+    model: CLIPLike, concepts: ConceptDictionary, S: Tensor, V: Tensor, layers: list[int], *,
     k: int, lam: float, method: str, progress: bool,
 ) -> SITHResult:
     """Explain the update's singular vectors. Their sign is arbitrary (an update ``-s u v^T`` adds
@@ -163,7 +165,7 @@ def _explain_update(
                              readout=readout)
 
 
-def check_same_shape(base: Any, finetuned: Any) -> tuple[Any, Any]:
+def check_same_shape(base: CLIPLike, finetuned: CLIPLike) -> tuple[VisionTowerLike, VisionTowerLike]:
     """The two vision towers, after checking that they have the same layers, heads and widths.
 
     Example:
@@ -171,7 +173,7 @@ def check_same_shape(base: Any, finetuned: Any) -> tuple[Any, Any]:
         Traceback (most recent call last):
         ValueError: the models differ in shape ...
     """
-    vb, vf = _vision(base), _vision(finetuned)
+    vb, vf = vision_tower(base), vision_tower(finetuned)
     shape_b = (vb.cfg.n_layers, vb.cfg.n_heads, vb.cfg.d_model, vb.cfg.d_head)
     shape_f = (vf.cfg.n_layers, vf.cfg.n_heads, vf.cfg.d_model, vf.cfg.d_head)
     if shape_b != shape_f:
@@ -181,16 +183,16 @@ def check_same_shape(base: Any, finetuned: Any) -> tuple[Any, Any]:
 
 
 def compare(
-    base: Any,
-    finetuned: Any,
+    base: CLIPLike,
+    finetuned: CLIPLike,
     concepts: ConceptDictionary | None = None,
     layers: int | Iterable[int] | None = None,
     *,
-    top: int = 8,
-    delta_vectors: int = 4,
-    k: int = 5,
-    lam: float = 0.3,
-    method: str = "comp",
+    top: int = COMPARE.top,
+    delta_vectors: int = COMPARE.delta_vectors,
+    k: int = COMPARE.k,
+    lam: float = EXPLAIN.lam,
+    method: str = EXPLAIN.method,
     progress: bool = True,
 ) -> Comparison:
     """Compare every head of two vision towers with the same architecture.

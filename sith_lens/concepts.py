@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .atomic import atomic_path
 from .checks import check_finite
+from .model import CLIPLike
 from .vocabularies import clean_concepts, load_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SITH_LENS_CACHE", "~/.cache/sith_lens")).expanduser()
 
 
-def text_fingerprint(model: Any) -> str:
+def text_fingerprint(model: CLIPLike) -> str:
     """A hash of everything that decides a text embedding: text-tower weights and the tokenizer.
 
     Example:
@@ -49,7 +50,7 @@ def text_fingerprint(model: Any) -> str:
     return model_fingerprint(model, towers=("text",))
 
 
-def model_fingerprint(model: Any, towers: Sequence[str] = ("vision", "text")) -> str:
+def model_fingerprint(model: CLIPLike, towers: Sequence[str] = ("vision", "text")) -> str:
     """A hash of the weights of ``towers`` and of the tokenizer: what decides activations.
 
     Example:
@@ -105,7 +106,7 @@ def center_atoms(embeddings: Float[Tensor, "M D"]) -> tuple[Tensor, Tensor]:
 
 
 def encode_concepts(
-    model: Any,
+    model: CLIPLike,
     concepts: Sequence[str],
     templates: Sequence[str] | None = None,
     batch_size: int = 256,
@@ -223,7 +224,7 @@ class ConceptDictionary:
     @classmethod
     def from_vocab(
         cls,
-        model: Any,
+        model: CLIPLike,
         source: str | os.PathLike | Iterable[str],
         *,
         templates: Sequence[str] | None = None,

@@ -19,7 +19,8 @@ How the weights are handled:
 Concept queries (``suppress``, ``amplify``) pick singular vectors by the share of their explanation's
 coefficient mass that falls on the query concepts; ``task_multipliers`` implements the
 classification edit of sith_spec §5.4; ``ablate_heads`` is whole-head ablation (TextSpan-style) for
-comparison. The model is duck-typed (a ``HookedCLIP``); this module imports no host library.
+comparison. The model is anything ``CLIPLike`` (a ``HookedCLIP``); this module imports no host library.
+The defaults (``threshold``, ``factor``, the edited layers) are ``defaults.EDIT``.
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ from torch import Tensor
 
 from .concepts import ConceptDictionary
 from .pursuit import comp
-from .sith import SITHResult, _vision, head_svd, resolve_layers
+from .defaults import EDIT
+from .model import CLIPLike, ModelT, resolve_layers, vision_tower
+from .result import SITHResult
+from .sith import head_svd
 from .checks import check_finite
 from .limits import MAX_MULTIPLIER
 from .weights import fold_and_center_
 
 logger = logging.getLogger(__name__)
 
-Multipliers = Tensor | Mapping[tuple[int, ...], Any]
+Multipliers = Tensor | Mapping[tuple[int, ...], float]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,9 +111,9 @@ def as_multipliers(result: SITHResult, multipliers: Multipliers) -> Float[Tensor
 # --------------------------------------------------------------------------------------------------
 # the edit
 # --------------------------------------------------------------------------------------------------
-def _result_svd(model: Any, result: SITHResult) -> tuple[Tensor, Tensor, Tensor]:
+def _result_svd(model: CLIPLike, result: SITHResult) -> tuple[Tensor, Tensor, Tensor]:
     """The float64 SVD of the result's heads in ``model``, after checking the result describes it."""
-    vision = _vision(model)
+    vision = vision_tower(model)
     if not isinstance(result, SITHResult):
         raise TypeError(f"result must be a SITHResult from explain_heads, got {type(result).__name__}")
     if result.n_layers != vision.cfg.n_layers or result.n_heads != vision.cfg.n_heads:
@@ -141,7 +145,7 @@ def rebuild_head(
     return U * root, (torch.sign(s) * root)[:, None] * Vh
 
 
-def prepare_for_edit(model: Any, label: str = "edited") -> Any:
+def prepare_for_edit(model: ModelT, label: str = "edited") -> ModelT:
     """A copy of ``model`` whose vision tower is folded and centred, with value biases folded into
     the output bias: the same function, in the form that ``edit_heads`` edits. ``label`` is
     appended to the copy's model name.
@@ -149,7 +153,7 @@ def prepare_for_edit(model: Any, label: str = "edited") -> Any:
     Example:
         >>> base = prepare_for_edit(model)     # what edit_heads returns for an all-ones edit
     """
-    _vision(model)
+    vision_tower(model)
     edited = copy.deepcopy(model)
     fold_and_center_(edited.vision, fold_value_bias=True)
     edited.cfg = copy.copy(model.cfg)
@@ -157,7 +161,7 @@ def prepare_for_edit(model: Any, label: str = "edited") -> Any:
     return edited
 
 
-def edit_heads(model: Any, result: SITHResult, multipliers: Multipliers) -> Any:
+def edit_heads(model: ModelT, result: SITHResult, multipliers: Multipliers) -> ModelT:
     """A new model whose heads' ``W_VO`` are rebuilt from all their singular vectors times
     ``multipliers`` (0 suppresses, >1 amplifies, -1 flips); ``model`` is left untouched.
 
@@ -247,7 +251,7 @@ def concept_multipliers(
     concepts: Sequence[str] | str,
     value: float,
     *,
-    threshold: float = 0.5,
+    threshold: float = EDIT.threshold,
     layers: int | Iterable[int] | None = None,
     match: str = "word",
 ) -> Float[Tensor, "n_sel n_heads rank"]:
@@ -267,9 +271,9 @@ def concept_multipliers(
 
 
 def suppress(
-    model: Any, result: SITHResult, concepts: Sequence[str] | str, threshold: float = 0.5,
+    model: ModelT, result: SITHResult, concepts: Sequence[str] | str, threshold: float = EDIT.threshold,
     layers: int | Iterable[int] | None = None, match: str = "word",
-) -> Any:
+) -> ModelT:
     """Zero the singular vectors that write ``concepts`` (``concept_mass >= threshold``).
 
     Example:
@@ -280,9 +284,9 @@ def suppress(
 
 
 def amplify(
-    model: Any, result: SITHResult, concepts: Sequence[str] | str, factor: float = 2.0, threshold: float = 0.5,
-    layers: int | Iterable[int] | None = None, match: str = "word",
-) -> Any:
+    model: ModelT, result: SITHResult, concepts: Sequence[str] | str, factor: float = EDIT.factor,
+    threshold: float = EDIT.threshold, layers: int | Iterable[int] | None = None, match: str = "word",
+) -> ModelT:
     """Multiply the singular vectors that write ``concepts`` by ``factor`` (``-1`` flips them).
 
     Example:
@@ -290,6 +294,36 @@ def amplify(
     """
     return edit_heads(model, result, concept_multipliers(result, concepts, factor, threshold=threshold,
                                                          layers=layers, match=match))
+
+
+def query_multipliers(
+    result: SITHResult,
+    suppress: Sequence[str] = (),
+    amplify: Sequence[str] = (),
+    *,
+    factor: float = EDIT.factor,
+    threshold: float = EDIT.threshold,
+    layers: int | Iterable[int] | None = None,
+    base: Tensor | None = None,
+) -> Float[Tensor, "n_sel n_heads rank"]:
+    """One edit from a suppress list and an amplify list: ``concept_multipliers`` of each, merged
+    over ``base`` (default all ones); where a vector matches both lists, amplify wins. The command
+    line and the explorer build their edits with it.
+
+    Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
+        >>> m = query_multipliers(result, suppress=["red"], amplify=["striped"], factor=2.0)
+        >>> m.shape == result.singular_values.shape, sorted(set(m.unique().tolist()) - {1.0})
+        (True, [0.0, 2.0])
+    """
+    m = identity_multipliers(result) if base is None else base.clone()
+    for query, value in ((list(suppress), 0.0), (list(amplify), factor)):
+        if query:
+            q = concept_multipliers(result, query, value, threshold=threshold, layers=layers)
+            m = torch.where(q != 1, q, m)
+    return m
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,7 +388,7 @@ def task_multipliers(
 
 
 def class_multipliers(
-    model: Any,
+    model: CLIPLike,
     result: SITHResult,
     dictionary: ConceptDictionary,
     class_names: Sequence[str],
@@ -382,8 +416,8 @@ def class_multipliers(
 
 
 def boost_classes(
-    model: Any, result: SITHResult, dictionary: ConceptDictionary, class_names: Sequence[str], **kwargs: Any
-) -> Any:
+    model: ModelT, result: SITHResult, dictionary: ConceptDictionary, class_names: Sequence[str], **kwargs: Any
+) -> ModelT:
     """The classification edit in one call: ``edit_heads`` with ``class_multipliers`` (same keywords).
 
     Example:
@@ -396,8 +430,8 @@ def boost_classes(
 # whole-head ablation (the TextSpan-style baseline)
 # --------------------------------------------------------------------------------------------------
 def ablate_heads(
-    model: Any, heads: Iterable[tuple[int, int]], images: Float[Tensor, "batch channel height width"] | None = None,
-) -> Any:
+    model: ModelT, heads: Iterable[tuple[int, int]], images: Float[Tensor, "batch channel height width"] | None = None,
+) -> ModelT:
     """A copy of ``model`` with whole heads removed in weight space.
 
     With ``images``, mean-ablation as TextSpan does it: each head's output is replaced by its mean
@@ -407,7 +441,7 @@ def ablate_heads(
     Example:
         >>> ablated = ablate_heads(model, [(5, 2), (5, 7)], images=pixels)
     """
-    vision = _vision(model)
+    vision = vision_tower(model)
     heads = sorted({(resolve_layers([l], vision.cfg.n_layers)[0], h) for l, h in heads})
     for _, h in heads:
         if not 0 <= h < vision.cfg.n_heads:

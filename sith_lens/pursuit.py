@@ -34,6 +34,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .defaults import EXPLAIN
+
 Precision = Literal["auto", "exact"]
 #: How far from 1 an atom's norm may be (round-off of normalised float16/bfloat16 atoms is ~1e-3).
 UNIT_TOLERANCE = 1e-2
@@ -408,8 +410,8 @@ def _run_greedy(targets, atoms, k, lam, precision, chunk_size, nonneg: bool, abs
 def comp(
     targets: Float[Tensor, "B D"],
     atoms: Float[Tensor, "M D"],
-    k: int = 5,
-    lam: float = 0.3,
+    k: int = EXPLAIN.k,
+    lam: float = EXPLAIN.lam,
     *,
     precision: Precision = "auto",
     chunk_size: int = 4096,

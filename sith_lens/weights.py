@@ -22,13 +22,16 @@ tower with TransformerLens-style blocks); it imports no host library.
 from __future__ import annotations
 
 import copy
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from .checks import check_finite
+from .model import VisionTowerLike
+
+TowerT = TypeVar("TowerT", bound=VisionTowerLike)
 
 
 class VOFactors(NamedTuple):
@@ -114,7 +117,7 @@ def vo_factors(
     return VOFactors(W_V, W_O)
 
 
-def fold_and_center(tower: Any, fold_value_bias: bool = False) -> Any:
+def fold_and_center(tower: TowerT, fold_value_bias: bool = False) -> TowerT:
     """A copy of a hooked tower with every ``ln1`` folded into Q/K/V and all weights centred.
 
     The copy computes the same outputs (``ln_final`` and everything after it) as ``tower``; only
@@ -135,7 +138,7 @@ def fold_and_center(tower: Any, fold_value_bias: bool = False) -> Any:
     return folded
 
 
-def fold_and_center_(tower: Any, fold_value_bias: bool = False) -> None:
+def fold_and_center_(tower: VisionTowerLike, fold_value_bias: bool = False) -> None:
     """In-place ``fold_and_center``: the tower's own weights are rewritten (same outputs).
 
     Example:

@@ -14,16 +14,18 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .model import CLIPLike
+
 
 def zero_shot_weights(
-    model: Any, class_prompts: Sequence[str | Sequence[str]], templates: Sequence[str] = ("{}",)
+    model: CLIPLike, class_prompts: Sequence[str | Sequence[str]], templates: Sequence[str] = ("{}",)
 ) -> Float[Tensor, "n_classes d_proj"]:
     """One unit vector per class from its prompts (template-averaged, CLIP's recipe).
 
@@ -49,7 +51,7 @@ def zero_shot_weights(
 
 
 def predict(
-    model: Any, pixels: Float[Tensor, "batch channel height width"], weights: Float[Tensor, "n_classes d_proj"],
+    model: CLIPLike, pixels: Float[Tensor, "batch channel height width"], weights: Float[Tensor, "n_classes d_proj"],
     batch_size: int = 256,
 ) -> Int[Tensor, " batch"]:
     """The most similar class for each image.
@@ -102,8 +104,8 @@ def group_accuracy(predictions: Tensor, labels: Tensor, groups: Sequence[str]) -
 
 
 def group_robustness(
-    model: Any,
-    images: Float[Tensor, "batch channel height width"] | Sequence[Any],
+    model: CLIPLike,
+    images: Float[Tensor, "batch channel height width"] | Sequence[object],
     labels: Sequence[int] | Tensor,
     groups: Sequence[str],
     class_prompts: Sequence[str | Sequence[str]],

@@ -12,7 +12,7 @@ import sith_lens as sl
 from sith_lens.cli import main
 from sith_lens.compare import Comparison, compare, match_vectors, principal_angles
 from sith_lens.concepts import ConceptDictionary
-from sith_lens.toyworld.finetune import FinetuneConfig, finetune, rename_words, save_finetuned, shifted_world
+from recipes.finetune_toy import FinetuneConfig, finetune, rename_words, save_finetuned, shifted_world
 from sith_lens.toyworld.spurious import spurious_task, write_group_folder
 from sith_lens.zeroshot import group_accuracy, group_robustness, read_groups_csv, zero_shot_weights
 

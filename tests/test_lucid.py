@@ -863,7 +863,7 @@ def test_release_card_only_rescores_with_the_pointing_baselines(tmp_path):
     import shutil
 
     import sith_lens
-    from sith_lens.lucid.release import main as release_main
+    from recipes.lucid_release import main as release_main
 
     shipped = Path(sith_lens.__file__).parent / "assets" / "lucid_toy"
     out = tmp_path / "release"

@@ -11,7 +11,7 @@ from PIL import Image
 
 import sith_lens as sl
 from sith_lens.toyworld import ATTRIBUTES, ToyWorld
-from sith_lens.toyworld.train import main as train_main
+from recipes.toy_clip import main as train_main
 from sith_lens.toyworld.vocab import DISTRACTORS
 from sith_lens.vocabularies import load_vocabulary
 
@@ -44,7 +44,7 @@ def test_training_script_runs_and_saves_a_loadable_checkpoint(trained, toy):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     record = json.loads((out / "training.json").read_text())
     assert [e["step"] for e in record["log"]] == [10, 20]
-    assert record["command"].startswith("python -m sith_lens.toyworld.train --out")
+    assert record["command"].startswith("python -m recipes.toy_clip --out")
     assert "20" in (out / "README.md").read_text()
     assert toy.vision.cfg.n_layers == 6 and toy.vision.cfg.n_heads == 8
     emb = toy.encode_text(["a red striped circle at the top left"])
@@ -52,7 +52,7 @@ def test_training_script_runs_and_saves_a_loadable_checkpoint(trained, toy):
 
 
 def test_pair_batch_layout_fills_the_batch_and_the_card_states_it(trained):
-    from sith_lens.toyworld.train import pair_batch_layout
+    from recipes.toy_clip import pair_batch_layout
 
     for batch_size in (16, 255, 256):
         for share in (0.0, 0.3, 0.5, 0.7):
@@ -150,7 +150,7 @@ def test_cli_toyworld_writes_a_contact_sheet(tmp_path):
 
 
 def test_training_settings_are_checked_before_training():
-    from sith_lens.toyworld.train import TrainConfig, parse_weights, train
+    from recipes.toy_clip import TrainConfig, parse_weights, train
 
     with pytest.raises(ValueError, match=r"batches must be one of \('groups', 'pairs', 'scenes'\)"):
         train(TrainConfig(steps=1, batch_size=4, batches="triples"))
@@ -162,14 +162,14 @@ def test_training_settings_are_checked_before_training():
 
 
 def test_group_batches_train_end_to_end():
-    from sith_lens.toyworld.train import TrainConfig, train
+    from recipes.toy_clip import TrainConfig, train
 
     model, tokenizer, log = train(TrainConfig(steps=2, batch_size=8, batches="groups", eval_every=0), progress=False)
     assert [e["step"] for e in log] == [2] and np.isfinite(log[0]["loss"])
 
 
 def test_sincos_position_init_is_a_smooth_centred_grid():
-    from sith_lens.toyworld.train import init_positions_sincos
+    from recipes.toy_clip import init_positions_sincos
 
     weight = torch.randn(65, 128)
     init_positions_sincos(weight, rms=0.1)
@@ -240,7 +240,7 @@ def test_shipped_toy_clip_points_with_its_patches_better_than_a_word_agnostic_ma
 def test_mimetic_attention_init_makes_heads_attend_to_similar_tokens():
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    from sith_lens.toyworld.train import init_attention_mimetic
+    from recipes.toy_clip import init_attention_mimetic
 
     model = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                                              num_attention_heads=4, image_size=16, patch_size=8))
@@ -258,7 +258,7 @@ def test_mimetic_attention_init_makes_heads_attend_to_similar_tokens():
 
 
 def test_contrastive_loss_scores_images_against_extra_negative_captions():
-    from sith_lens.toyworld.train import contrastive_loss
+    from recipes.toy_clip import contrastive_loss
 
     image = torch.eye(3, 4)
     text = torch.cat([torch.eye(3, 4), torch.tensor([[1.0, 0, 0, 0.1]])])  # a negative close to image 0
@@ -273,7 +273,7 @@ def test_contrastive_loss_scores_images_against_extra_negative_captions():
 
 
 def test_hard_negative_training_runs_and_checks_its_settings():
-    from sith_lens.toyworld.train import TrainConfig, train
+    from recipes.toy_clip import TrainConfig, train
 
     model, tokenizer, log = train(TrainConfig(steps=2, batch_size=8, negatives=2, attention_init="mimetic",
                                               eval_every=0), progress=False)
@@ -291,7 +291,7 @@ def test_hard_negative_training_runs_and_checks_its_settings():
 
 
 def test_text_delay_holds_the_text_tower_then_warms_it_up():
-    from sith_lens.toyworld.train import TrainConfig, _text_factor, train
+    from recipes.toy_clip import TrainConfig, _text_factor, train
 
     cfg = TrainConfig(steps=500, warmup=100, text_delay=300)
     assert [_text_factor(s, cfg) for s in (0, 299, 300, 349, 399, 450)] == [0.0, 0.0, 0.01, 0.5, 1.0, 1.0]
@@ -302,7 +302,7 @@ def test_text_delay_holds_the_text_tower_then_warms_it_up():
 
 def test_token_alignment_loss_prefers_captions_whose_words_match_some_patch():
     """A planted world: image i holds word i's direction in one patch and noise elsewhere."""
-    from sith_lens.toyworld.train import token_alignment_loss
+    from recipes.toy_clip import token_alignment_loss
 
     g = torch.Generator().manual_seed(0)
     words = torch.nn.functional.normalize(torch.randn(4, 3, 16, generator=g), dim=-1)
@@ -320,7 +320,7 @@ def test_token_alignment_loss_prefers_captions_whose_words_match_some_patch():
 
 
 def test_crops_keep_the_box_and_paint_the_rest_with_the_border_colour():
-    from sith_lens.toyworld.train import crop_consistency_loss, crop_in_place, random_patch_boxes
+    from recipes.toy_clip import crop_consistency_loss, crop_in_place, random_patch_boxes
 
     pixels = ToyWorld(seed=3).batch(0, 6).pixels
     boxes = random_patch_boxes(6, 8, (2, 4), torch.Generator().manual_seed(1))
@@ -340,7 +340,7 @@ def test_crops_keep_the_box_and_paint_the_rest_with_the_border_colour():
 
 
 def test_word_consistency_pulls_only_attribute_words_towards_their_prompt():
-    from sith_lens.toyworld.train import build_tokenizer, word_consistency_loss, word_prompt_table
+    from recipes.toy_clip import build_tokenizer, word_consistency_loss, word_prompt_table
 
     tok = build_tokenizer(40)
     index, prompts = word_prompt_table(tok)
@@ -357,7 +357,7 @@ def test_word_consistency_pulls_only_attribute_words_towards_their_prompt():
 
 
 def test_token_and_crop_losses_train_end_to_end_and_are_logged():
-    from sith_lens.toyworld.train import TrainConfig, train
+    from recipes.toy_clip import TrainConfig, train
 
     cfg = TrainConfig(steps=2, batch_size=8, eval_every=2, eval_pairs=8, token_loss=1.0, token_items=6,
                       crop_loss=1.0, crop_items=4, word_loss=1.0, token_start=0, token_warmup=0, bf16=False)
@@ -374,7 +374,7 @@ def test_joint_forward_on_padded_segments_matches_plain_transformers():
     padded batch, and word tokens that are the projected last hidden states."""
     from transformers import CLIPModel
 
-    from sith_lens.toyworld.train import TrainConfig, build_tokenizer, joint_forward, padded_segments, toy_clip_config
+    from recipes.toy_clip import TrainConfig, build_tokenizer, joint_forward, padded_segments, toy_clip_config
 
     cfg = TrainConfig(vision_layers=1, text_layers=1, width=32, projection_dim=16)
     tokenizer = build_tokenizer(cfg.n_ctx)
@@ -399,7 +399,7 @@ def test_joint_forward_on_padded_segments_matches_plain_transformers():
 def test_init_from_continues_a_checkpoint_and_refuses_another_architecture(trained, tmp_path):
     from transformers import CLIPModel
 
-    from sith_lens.toyworld.train import TrainConfig, train
+    from recipes.toy_clip import TrainConfig, train
 
     out, _ = trained
     model, _, _ = train(TrainConfig(steps=1, batch_size=8, lr=1e-12, warmup=1, eval_every=0, init_from=str(out)), progress=False)

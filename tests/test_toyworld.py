@@ -18,7 +18,7 @@ from sith_lens.toyworld import (
     sample_scene,
 )
 from sith_lens.toyworld.attributes import COLOR_RGB, MAX_OBJECTS, TEXTURE_SHADE
-from sith_lens.toyworld.train import build_tokenizer
+from recipes.toy_clip import build_tokenizer
 from sith_lens.toyworld.vocab import caption_words, tokenizer_words
 
 

@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .images import load_image
+from sith_lens.defaults import EDIT
 from sith_lens.limits import MAX_MULTIPLIER
 
+from .images import load_image
 from .workbench import EditSpec, Workbench, default_download_dir, prune_folder
 
 #: Exported edited models kept in the download folder (oldest removed first; a ViT-B/32 is 600 MB).
@@ -155,7 +156,7 @@ def default_prompts(wb: Workbench, attribute: str = "color") -> list[str]:
 
 
 #: Layers the Edit tab edits by default, as the CLI's ``sith-lens edit``.
-DEFAULT_EDIT_LAYERS = "-4:"
+DEFAULT_EDIT_LAYERS = EDIT.layers
 
 
 def edit_spec(wb: Workbench, suppress: Any, amplify: Any, factor: Any, threshold: Any,
@@ -289,7 +290,7 @@ def export_edit(wb: Workbench, suppress: Any, amplify: Any, factor: Any, thresho
 
 # -- Compare -----------------------------------------------------------------------------------------
 def compare_view(wb: Workbench, source: str, checkpoint: Any, suppress: Any = None, amplify: Any = None,
-                 factor: Any = 2.0, threshold: Any = 0.5, layers: Any = DEFAULT_EDIT_LAYERS, top: int = 8) -> tuple[str, pd.DataFrame, Any, pd.DataFrame]:
+                 factor: Any = EDIT.factor, threshold: Any = EDIT.threshold, layers: Any = DEFAULT_EDIT_LAYERS, top: int = 8) -> tuple[str, pd.DataFrame, Any, pd.DataFrame]:
     """Base vs another model: per-layer stability, a layers x heads map of how much each head's
     W_VO moved, and what the largest updates write (SITH of delta W_VO).
 

@@ -20,6 +20,7 @@ from . import lucid_views, sith_views  # noqa: E402
 from .images import for_display  # noqa: E402
 from ..toyworld import VALUES as TOY_VALUES  # noqa: E402
 from .workbench import Workbench, prune_folder  # noqa: E402
+from ..defaults import DEMO, EDIT  # noqa: E402
 
 #: Requests served at once. Forward passes share one model and take its lock in turn; the queue
 #: orders everyone else and shows them their place.
@@ -125,8 +126,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                     suppress = gr.Dropdown([], value=list(TOY_VALUES["shape"]) if wb.is_toy else [], multiselect=True, allow_custom_value=True, label="suppress")
                     amplify = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="amplify")
                 with gr.Row():
-                    factor = gr.Slider(-1, 4, value=2, step=0.1, label="amplify factor")
-                    threshold = gr.Slider(0.05, 1, value=0.5, step=0.05, label="threshold (share of an explanation)")
+                    factor = gr.Slider(-1, 4, value=EDIT.factor, step=0.1, label="amplify factor")
+                    threshold = gr.Slider(0.05, 1, value=EDIT.threshold, step=0.05, label="threshold (share of an explanation)")
                     edit_layers = gr.Textbox(sith_views.DEFAULT_EDIT_LAYERS, label="layers ('all', '-4:', '0,3,-1')")
                 start = "shape" if wb.is_toy else "color"
                 with gr.Row():
@@ -274,7 +275,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
     return demo
 
 
-def launch(wb: Workbench, host: str = "127.0.0.1", port: int | None = None, block: bool = True, **kwargs: Any) -> Any:
+def launch(wb: Workbench, host: str = DEMO.host, port: int | None = None, block: bool = True, **kwargs: Any) -> Any:
     """Build and launch the app; returns the launched ``gr.Blocks`` (``block=False`` returns at
     once, for tests and notebooks; ``demo.close()`` stops it).
 

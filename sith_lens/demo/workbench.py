@@ -20,6 +20,8 @@ from typing import Any, Callable, TypeVar
 
 from PIL import Image
 
+from sith_lens.defaults import DEMO, EDIT, EXPLAIN, default_vocabulary
+
 T = TypeVar("T")
 
 #: Edited models kept in memory (a toy model is 8 MB, a ViT-B/32 600 MB), and comparisons.
@@ -59,9 +61,9 @@ class EditSpec:
 
     suppress: tuple[str, ...] = ()
     amplify: tuple[str, ...] = ()
-    factor: float = 2.0
-    threshold: float = 0.5
-    #: Edited layers (absolute indices); the CLI's default is the last four.
+    factor: float = EDIT.factor
+    threshold: float = EDIT.threshold
+    #: Edited layers (absolute indices); the explorer and the CLI default to ``EDIT.layers``.
     layers: tuple[int, ...] | None = None
 
 
@@ -82,14 +84,15 @@ class Workbench:
         >>> wb.sith().head(-1, 0)
     """
 
-    def __init__(self, model: Any = "toy", *, vocab: Any = None, sae: str | None = None,
-                 lucid_data: str | None = None, finetuned: str | None = None, k: int = 5, lam: float = 0.3) -> None:
+    def __init__(self, model: Any = DEMO.model, *, vocab: Any = None, sae: str | None = None,
+                 lucid_data: str | None = None, finetuned: str | None = None, k: int = EXPLAIN.k,
+                 lam: float = EXPLAIN.lam) -> None:
         from sith_lens.adapters.loading import load_clip
 
         self.spec = model if isinstance(model, str) else getattr(getattr(model, "cfg", None), "model_name", "model")
         self.model = load_clip(model) if isinstance(model, str) else model
         self.is_toy = self.spec == "toy"
-        self.vocab = vocab if vocab is not None else ("toy" if self.is_toy else "english")
+        self.vocab = vocab if vocab is not None else default_vocabulary(self.spec)
         self.sae_path = sae
         self.lucid_data = lucid_data
         self.finetuned_spec = finetuned
@@ -168,20 +171,15 @@ class Workbench:
     def edited(self, spec: EditSpec) -> tuple[Any, Any]:
         """The model edited by ``spec`` and its multipliers ``[n_layers, n_heads, rank]`` (cached,
         the last ``MAX_EDITED``)."""
-        import torch
-
-        from sith_lens.edit import concept_multipliers, edit_heads, identity_multipliers
+        from sith_lens.edit import edit_heads, query_multipliers
 
         with self.lock:
             if spec in self._edited:
                 self._edited.move_to_end(spec)
                 return self._edited[spec]
             result = self.sith()
-            m = identity_multipliers(result)
-            for query, value in ((spec.suppress, 0.0), (spec.amplify, spec.factor)):
-                if query:
-                    q = concept_multipliers(result, list(query), value, threshold=spec.threshold, layers=spec.layers)
-                    m = torch.where(q != 1, q, m)
+            m = query_multipliers(result, spec.suppress, spec.amplify, factor=spec.factor, threshold=spec.threshold,
+                                  layers=spec.layers)
             return _remember(self._edited, spec, (edit_heads(self.model, result, m), m), MAX_EDITED)
 
     # -- compare --------------------------------------------------------------------------------------

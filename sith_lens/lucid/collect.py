@@ -28,12 +28,11 @@ from torch import Tensor
 from sith_lens.adapters.text_tokens import special_token_ids, token_strings  # noqa: F401 (re-exported)
 
 from .data import PairedActivations
+from .defaults import JOINT  # noqa: F401 (re-exported)
 from .terms import token_weight
 
 logger = logging.getLogger(__name__)
 
-#: The default hook: each tower's per-token output in the joint space.
-JOINT = "hook_joint_tokens"
 #: Transport mass of a function word relative to a content word (our choice, lucid_spec.md §3.2).
 FUNCTION_WORD_WEIGHT = 0.1
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli_args import finite_float, int_at_least, output_folder, torch_device
-from .collect import JOINT
-from .defaults import DEFAULTS, LucidRecipe
+from .defaults import DEFAULTS, JOINT, LucidRecipe
 
 #: ``lucid train`` options that set a TrainingLucidSAEConfig loss setting, and what their values must be.
 _LOSS_TYPES: dict[str, Any] = {

@@ -71,3 +71,6 @@ class LucidRecipe:
 
 #: The one set of defaults.
 DEFAULTS = LucidRecipe()
+
+#: The default hook: each tower's per-token output in the joint space.
+JOINT = "hook_joint_tokens"

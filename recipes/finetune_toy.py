@@ -9,7 +9,7 @@ vision attention's value and output projections) restrict what moves.
 ``sith_lens.compare(base, finetuned)`` then measures whether each head's singular basis stayed
 stable and what the weight update writes.
 
-    python -m sith_lens.toyworld.finetune --out toy-magenta --steps 300
+    python -m recipes.finetune_toy --out toy-magenta --steps 300
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data import ToyWorld
-from .train import batch_truth, contrastive_loss, world_image_mean
+from sith_lens.toyworld.data import ToyWorld
+from recipes.toy_clip import batch_truth, contrastive_loss, world_image_mean
 
 #: Which parameters each ``FinetuneConfig.train`` setting trains (by transformers name).
 TRAINABLE = {
@@ -159,7 +159,7 @@ def parse_rename(text: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sith_lens.toyworld.finetune", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipes.finetune_toy", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
     parser.add_argument("--base", default="toy")
     parser.add_argument("--steps", type=int, default=300)

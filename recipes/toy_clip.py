@@ -1,6 +1,6 @@
 """Train the toy CLIP contrastively on the toy world and save it as a Hugging Face checkpoint.
 
-    python -m sith_lens.toyworld.train --out sith_lens/assets/toy_clip --seed 0
+    python -m recipes.toy_clip --out sith_lens/assets/toy_clip --seed 0
 
 The result is a standard ``CLIPModel`` directory (config.json, model.safetensors), a word-level
 tokenizer in standard HF files (``AutoTokenizer`` loads it), a preprocessor_config.json, the SITH
@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .captions import Caption, caption_truth, swap_weights, swapped_caption
-from .data import PIXEL_MEAN, PIXEL_STD, ToyBatch, ToyWorld, group_probabilities
-from .evaluate import caption_retrieval, zero_shot_accuracy
-from .vocab import SPECIAL_TOKENS, tokenizer_words
+from sith_lens.toyworld.captions import Caption, caption_truth, swap_weights, swapped_caption
+from sith_lens.toyworld.data import PIXEL_MEAN, PIXEL_STD, ToyBatch, ToyWorld, group_probabilities
+from sith_lens.toyworld.evaluate import caption_retrieval, zero_shot_accuracy
+from sith_lens.toyworld.vocab import SPECIAL_TOKENS, tokenizer_words
 
 #: Seed of the world used for the validation figures written to the model card.
 VALIDATION_SEED = 1
@@ -339,8 +339,8 @@ def word_prompt_table(tokenizer) -> tuple[torch.Tensor, list[str]]:
         >>> prompts[int(index[build_tokenizer(40).convert_tokens_to_ids("red")])]
         'a red object'
     """
-    from .attributes import VALUES
-    from .captions import attribute_prompts
+    from sith_lens.toyworld.attributes import VALUES
+    from sith_lens.toyworld.captions import attribute_prompts
 
     index = torch.full((len(tokenizer),), -1, dtype=torch.long)
     prompts: list[str] = []
@@ -903,7 +903,7 @@ training-distribution scenes, used by SITH's optional image-side centring.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sith_lens.toyworld.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipes.toy_clip", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
     defaults = TrainConfig()
     for field, value in asdict(defaults).items():
@@ -928,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
 
     record = {
         "config": asdict(cfg),
-        "command": "python -m sith_lens.toyworld.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m recipes.toy_clip " + " ".join(argv if argv is not None else sys.argv[1:]),
         "train_seconds": round(seconds, 1),
         "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -1,13 +1,13 @@
 """Rebuild the packaged LUCID release ``sith-lens-toy-lucid`` (the LUCID SAE of the shipped toy CLIP).
 
-    python -m sith_lens.lucid.release --out sith_lens/assets/lucid_toy
+    python -m recipes.lucid_release --out sith_lens/assets/lucid_toy
 
 Trains with ``sith-lens lucid train --holdout 0 --out OUT``, whose defaults are the recipe
 (``sith_lens.lucid.defaults.DEFAULTS``: toy scenes, seeds, shape, losses, steps), scores the SAE on
 held-out scenes from a seed never used in training, and writes ``OUT/final`` (SAELens format, with
 ``sparsity.safetensors``), ``OUT/record.json`` and ``OUT/README.md`` (the model card).
 
-    python -m sith_lens.lucid.release --out sith_lens/assets/lucid_toy --card-only
+    python -m recipes.lucid_release --out sith_lens/assets/lucid_toy --card-only
 
 re-scores the release already in ``OUT/final`` and rewrites its card, keeping the training record.
 """
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import write_text_atomic
+from sith_lens.atomic import write_text_atomic
 
 #: ``lucid train``'s defaults are the release's recipe (``sith_lens.lucid.defaults``); the release
 #: trains on all of its toy scenes.
@@ -45,8 +45,8 @@ def build(out: Path, extra: list[str] | None = None, progress: bool = True) -> d
     from sith_lens.adapters.loading import load_clip
     from sith_lens.cli import main as cli_main
 
-    from .collect import collect_toy_activations
-    from .defaults import DEFAULTS
+    from sith_lens.lucid.collect import collect_toy_activations
+    from sith_lens.lucid.defaults import DEFAULTS
 
     extra = list(extra or []) + ([] if progress else ["--no-progress"])
     start = time.perf_counter()
@@ -56,7 +56,7 @@ def build(out: Path, extra: list[str] | None = None, progress: bool = True) -> d
     held_out = collect_toy_activations(load_clip("toy"), DEFAULTS.eval_pairs, seed=DEFAULTS.eval_seed, progress=progress)
     sae = SAE.load_from_disk(out / "final")
     record = {
-        "command": "python -m sith_lens.lucid.release --out " + str(out),
+        "command": "python -m recipes.lucid_release --out " + str(out),
         "train_command": "sith-lens " + " ".join(train_command(out, extra)),
         "recipe": asdict(DEFAULTS), "extra_options": extra,
         "minutes": round(seconds / 60, 1), "machine": f"{platform.machine()}, torch {torch.__version__}, "
@@ -77,8 +77,8 @@ def training_figures(metadata: Any) -> dict[str, Any]:
 
 def held_out_scores(sae: Any, held_out: Any) -> dict[str, Any]:
     """Reconstruction, the pointing game, and the pointing game's word-agnostic baselines on ``held_out``."""
-    from .evaluate import pointing_game, reconstruction_report
-    from .pointing import pointing_maps, pointing_table
+    from sith_lens.lucid.evaluate import pointing_game, reconstruction_report
+    from sith_lens.lucid.pointing import pointing_maps, pointing_table
 
     words, heats = pointing_maps({"release": sae}, held_out, code_norm_of="release")
     table = pointing_table(words, heats, "release", ["background_distance", "release_code_norm"])
@@ -98,7 +98,7 @@ def rescore(out: Path) -> dict[str, Any]:
 
     from sith_lens.adapters.loading import load_clip
 
-    from .collect import collect_toy_activations
+    from sith_lens.lucid.collect import collect_toy_activations
 
     path = out / "record.json"
     if not path.is_file():
