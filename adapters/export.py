@@ -26,8 +26,12 @@ def to_hf_clip(model: Any) -> Any:
     """A transformers model (``CLIPModel``, ``SiglipModel``) holding a ``HookedCLIP``'s current weights (a copy).
 
     Example:
-        >>> hf = to_hf_clip(sl.edit_heads(model, result, m))
-        >>> hf.get_image_features(pixel_values=pixels)
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("random:tiny")
+        >>> hf = to_hf_clip(model)                                    # e.g. an edited model
+        >>> pixels = torch.randn(2, 3, 32, 32)
+        >>> torch.allclose(hf.get_image_features(pixel_values=pixels).pooler_output, model.encode_image(pixels), atol=1e-5)
+        True
     """
     state = hf_state_dict(model)  # raises for families without a transformers layout
     if getattr(model, "hf_config", None) is None:
@@ -50,8 +54,13 @@ def save_clip(model: Any, out_dir: str | os.PathLike, overwrite: bool = True) ->
     ``sl.load_clip(out_dir)`` load it as is; returns the folder.
 
     Example:
-        >>> save_clip(sl.suppress(model, result, ["red"]), "no-red-clip")
-        >>> sl.load_clip("no-red-clip")
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
+        >>> save_clip(sl.suppress(model, result, ["red"]), "no-red-clip").name
+        'no-red-clip'
+        >>> sl.load_clip("no-red-clip").vision.cfg.n_layers
+        6
     """
     from safetensors.torch import save_file
 

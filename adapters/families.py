@@ -87,7 +87,7 @@ def hf_family(model_type: str, name: str) -> HFFamily:
     raise ValueError(
         f"{name!r} is a {model_type!r} checkpoint, which load_clip does not support: {hint}. "
         f"Supported transformers families: {', '.join(repr(k) for k in HF_FAMILIES)} "
-        "(plus OpenCLIP through 'open_clip:ARCH/PRETRAINED'); see 'Supported models' in the README"
+        "(plus OpenCLIP through 'open_clip:ARCH/PRETRAINED'); see docs/models.md"
     )
 
 
@@ -95,8 +95,13 @@ def towers_from_hf(hf_model: Any, model_name: str = "custom") -> tuple[HookedCLI
     """Both hooked towers of a transformers ``CLIPModel`` or ``SiglipModel``, with copies of its weights.
 
     Example:
+        >>> import sith_lens as sl
         >>> from transformers import SiglipConfig, SiglipModel
-        >>> vision, text = towers_from_hf(SiglipModel(SiglipConfig()))
+        >>> from sith_lens.adapters.loading import RANDOM_CONFIGS
+        >>> settings = {k: v for k, v in RANDOM_CONFIGS["siglip-tiny"].items() if k != "family"}
+        >>> vision, text = towers_from_hf(SiglipModel(SiglipConfig(**settings)))
+        >>> type(vision).__name__, vision.cfg.n_layers
+        ('HookedCLIPVision', 2)
     """
     family = hf_family(hf_model.config.model_type, model_name)
     configs = family.tower_configs(hf_model.config, model_name)
@@ -108,7 +113,11 @@ def hf_state_dict(model: Any) -> dict[str, torch.Tensor]:
     """The transformers state dict (``CLIPModel`` or ``SiglipModel``) of a ``HookedCLIP``'s weights.
 
     Example:
-        >>> CLIPModel(model.hf_config).load_state_dict(hf_state_dict(model), strict=False)
+        >>> import sith_lens as sl
+        >>> from transformers import CLIPModel
+        >>> model = sl.load_clip("random:tiny")
+        >>> CLIPModel(model.hf_config).load_state_dict(hf_state_dict(model), strict=False).unexpected_keys
+        []
     """
     if model.cfg.family not in HF_FAMILIES:
         raise ValueError(

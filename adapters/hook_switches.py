@@ -58,8 +58,13 @@ class HookSwitches:
         """False for a hook point that does not fire with the tower's current switches.
 
         Example:
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("random:tiny")
             >>> model.vision.hook_is_switched_on("blocks.0.attn.hook_result")
             False
+            >>> model.vision.set_use_attn_result(True)
+            >>> model.vision.hook_is_switched_on("blocks.0.attn.hook_result")
+            True
         """
         return all(getattr(self.cfg, flag) for suffixes, flag, _ in SWITCHES if name.endswith(suffixes))
 

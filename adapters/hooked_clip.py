@@ -6,11 +6,11 @@ tokenizer and its image preprocessing; ``CLIPInfo``, its model-level facts.
 
 Example:
     >>> import sith_lens as sl
-    >>> model = sl.load_clip("random:tiny")
+    >>> model = sl.load_clip("toy")
     >>> type(model).__name__, model.cfg.family, model.cfg.d_proj
-    ('HookedCLIP', 'clip', 32)
+    ('HookedCLIP', 'clip', 128)
     >>> model.encode_text(["a red circle", "a dog"], normalize=True).shape
-    torch.Size([2, 32])
+    torch.Size([2, 128])
 """
 
 from __future__ import annotations
@@ -54,9 +54,13 @@ class HookedCLIP(nn.Module):
         hf_config: the transformers config the model was built from (``save_pretrained`` writes it).
 
     Example:
-        >>> model = sl.load_clip("openai/clip-vit-base-patch32")
-        >>> img = model.encode_image(model.preprocess([pil_image]), normalize=True)   # [1, 512]
-        >>> txt = model.encode_text(["a photo of a cat"], normalize=True)            # [1, 512]
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")                  # or "openai/clip-vit-base-patch32", a folder, ...
+        >>> image = sl.ToyWorld(seed=0).batch(0, 1).images[0]
+        >>> img = model.encode_image(model.preprocess([image]), normalize=True)
+        >>> txt = model.encode_text(["a red circle"], normalize=True)
+        >>> img.shape, txt.shape
+        (torch.Size([1, 128]), torch.Size([1, 128]))
     """
 
     def __init__(
@@ -104,8 +108,10 @@ class HookedCLIP(nn.Module):
                 how many were cut (default); ``False`` raises a ``ValueError`` instead.
 
         Example:
-            >>> toks = model.tokenize(["a red circle", "a dog"])
-            >>> toks.input_ids.shape     # [2, longest]
+            >>> import sith_lens as sl
+            >>> toks = sl.load_clip("toy").tokenize(["a red circle", "a dog"])
+            >>> toks.input_ids.shape     # [2, longest]: BOS, the words, EOS
+            torch.Size([2, 5])
         """
         return self.text.tokenize(texts, truncate)
 
@@ -123,9 +129,12 @@ class HookedCLIP(nn.Module):
                 (or each list's first prompt).
 
         Example:
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
             >>> model.attach_zero_shot_head(["red circle", "blue square"], templates=["a {}"])
-            >>> _, cache = model.vision.run_with_cache(pixels)
-            >>> cache.logit_attrs(cache.decompose_resid(pos_slice=0), tokens="red circle").shape
+            >>> pixels = model.preprocess(list(sl.ToyWorld(seed=0).batch(0, 2).images))
+            >>> model.vision(pixels, return_type="logits").shape          # [batch, classes]
+            torch.Size([2, 2])
         """
         from sith_lens.zeroshot import zero_shot_weights
 
@@ -140,7 +149,12 @@ class HookedCLIP(nn.Module):
         Grayscale and RGBA images are converted to RGB.
 
         Example:
-            >>> pixels = model.preprocess([Image.open("cat.jpg")])   # [1, 3, 224, 224]
+            >>> import sith_lens as sl
+            >>> from PIL import Image
+            >>> model = sl.load_clip("toy")
+            >>> Image.fromarray(sl.ToyWorld(seed=0).batch(0, 1).images[0]).save("scene.png")
+            >>> model.preprocess(["scene.png"]).shape                 # file paths, PIL images or arrays
+            torch.Size([1, 3, 64, 64])
         """
         if self.image_processor is None:
             raise ValueError(f"model {self.cfg.model_name!r} has no image processor; pass pixel tensors instead")
@@ -169,7 +183,10 @@ class HookedCLIP(nn.Module):
         MAP head's pooled output, ``SiglipModel.get_image_features``).
 
         Example:
-            >>> model.encode_image(model.preprocess(["cat.jpg"]), normalize=True).shape   # [1, d_proj]
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
+            >>> model.encode_image(model.preprocess(list(sl.ToyWorld(seed=0).batch(0, 3).images)), normalize=True).shape
+            torch.Size([3, 128])
         """
         embeds = self.vision(pixels)
         return embeds / embeds.norm(dim=-1, keepdim=True) if normalize else embeds
@@ -181,7 +198,9 @@ class HookedCLIP(nn.Module):
         (``CLIPModel.get_text_features`` / ``SiglipModel.get_text_features``).
 
         Example:
-            >>> model.encode_text(["a photo of a cat", "a dog"], normalize=True).shape   # [2, d_proj]
+            >>> import sith_lens as sl
+            >>> sl.load_clip("toy").encode_text(["a red circle", "a dog"], normalize=True).shape   # [2, d_proj]
+            torch.Size([2, 128])
         """
         if isinstance(texts, Tensor):
             embeds = self.text(texts)
@@ -195,8 +214,12 @@ class HookedCLIP(nn.Module):
         """Write the model as a standard transformers checkpoint folder (see ``export.save_clip``).
 
         Example:
-            >>> sl.edit_heads(model, result, m).save_pretrained("edited-clip")
-            >>> CLIPModel.from_pretrained("edited-clip")
+            >>> import sith_lens as sl
+            >>> from transformers import CLIPModel
+            >>> sl.load_clip("random:tiny").save_pretrained("tiny-clip").name
+            'tiny-clip'
+            >>> type(CLIPModel.from_pretrained("tiny-clip")).__name__
+            'CLIPModel'
         """
         from sith_lens.adapters.export import save_clip
 

@@ -121,7 +121,9 @@ def toy_checkpoint_dir() -> Path:
     """The directory of the toy CLIP shipped as package data (an ordinary HF checkpoint directory).
 
     Example:
-        >>> CLIPModel.from_pretrained(toy_checkpoint_dir())
+        >>> from transformers import CLIPModel
+        >>> type(CLIPModel.from_pretrained(toy_checkpoint_dir())).__name__
+        'CLIPModel'
     """
     from importlib.resources import files
 

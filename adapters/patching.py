@@ -40,7 +40,9 @@ def n_positions(model: Any, corrupted_input: Tensor) -> int:
     tower (CLS + patches, or the patches alone for SigLIP), the token count for a text tower.
 
     Example:
-        >>> n_positions(model.vision, pixels)   # 50 for a 224-px ViT-B/32
+        >>> import sith_lens as sl
+        >>> n_positions(sl.load_clip("random:tiny").vision, torch.randn(1, 3, 32, 32))   # CLS + 16 patches
+        17
     """
     if not isinstance(corrupted_input, Tensor):
         raise TypeError(f"the corrupted input must be a tensor (pixels or token ids), got {type(corrupted_input).__name__}")
@@ -107,7 +109,13 @@ def get_act_patch_attn_head_all_pos_every(
     ``[5, n_layers, n_heads]``, as TransformerLens's helper of that name.
 
     Example:
-        >>> every = get_act_patch_attn_head_all_pos_every(model.vision, corrupted, clean_cache, metric)
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("random:tiny")
+        >>> clean, corrupted = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+        >>> _, clean_cache = model.vision.run_with_cache(clean)
+        >>> metric = lambda embeds: embeds[:, 0].mean()
+        >>> get_act_patch_attn_head_all_pos_every(model.vision, corrupted, clean_cache, metric).shape
+        torch.Size([5, 2, 4])
     """
     parts = (get_act_patch_attn_head_out_all_pos, get_act_patch_attn_head_q_all_pos, get_act_patch_attn_head_k_all_pos,
              get_act_patch_attn_head_v_all_pos, get_act_patch_attn_head_pattern_all_pos)
@@ -121,7 +129,13 @@ def get_act_patch_attn_head_by_pos_every(
     ``[5, n_layers, pos, n_heads]``, as TransformerLens's helper of that name.
 
     Example:
-        >>> every = get_act_patch_attn_head_by_pos_every(model.vision, corrupted, clean_cache, metric)
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("random:tiny")
+        >>> clean, corrupted = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+        >>> _, clean_cache = model.vision.run_with_cache(clean)
+        >>> metric = lambda embeds: embeds[:, 0].mean()
+        >>> get_act_patch_attn_head_by_pos_every(model.vision, corrupted, clean_cache, metric).shape[0]
+        5
     """
     parts = (get_act_patch_attn_head_out_by_pos, get_act_patch_attn_head_q_by_pos, get_act_patch_attn_head_k_by_pos,
              get_act_patch_attn_head_v_by_pos)
@@ -138,7 +152,13 @@ def get_act_patch_block_every(
     position by position, stacked ``[3, n_layers, pos]``, as TransformerLens's helper of that name.
 
     Example:
-        >>> every = get_act_patch_block_every(model.vision, corrupted, clean_cache, metric)
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("random:tiny")
+        >>> clean, corrupted = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+        >>> _, clean_cache = model.vision.run_with_cache(clean)
+        >>> metric = lambda embeds: embeds[:, 0].mean()
+        >>> get_act_patch_block_every(model.vision, corrupted, clean_cache, metric).shape    # [3, layers, positions]
+        torch.Size([3, 2, 17])
     """
     parts = (get_act_patch_resid_pre, get_act_patch_attn_out, get_act_patch_mlp_out)
     return torch.stack([part(model, corrupted_tokens, clean_cache, metric) for part in parts])

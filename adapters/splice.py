@@ -8,10 +8,15 @@ SAELens SAE works; a LUCID SAE is spliced as the view of the tower's modality. I
 is ``hook_joint_tokens``, the tower's per-token output in the joint space (``return_type="tokens"``).
 
 Example:
+    >>> import torch, sith_lens as sl
+    >>> from sae_lens import SAE
+    >>> model = sl.load_clip("toy")
     >>> sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
+    >>> pixels = torch.randn(2, 3, 64, 64)
     >>> model.vision.add_sae(sae, use_error_term=True)         # output unchanged, codes cached
     >>> tokens, cache = model.vision.run_with_cache(pixels, return_type="tokens")
     >>> cache["hook_joint_tokens.hook_sae_acts_post"].shape      # [batch, pos, d_sae]
+    torch.Size([2, 65, 1024])
     >>> model.vision.reset_saes()
 """
 

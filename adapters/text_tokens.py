@@ -48,8 +48,10 @@ class TextTokenizing:
                 how many were cut (default); ``False`` raises a ``ValueError`` instead.
 
         Example:
-            >>> toks = model.text.tokenize(["a red circle", "a dog"])
+            >>> import sith_lens as sl
+            >>> toks = sl.load_clip("toy").text.tokenize(["a red circle", "a dog"])
             >>> toks.input_ids.shape     # [2, longest]
+            torch.Size([2, 5])
         """
         tokenizer = self._tokenizer()
         if isinstance(texts, str):
@@ -99,8 +101,11 @@ class TextTokenizing:
         and ``padding_side`` may only ask for that (anything else is refused).
 
         Example:
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
             >>> ids = model.text.to_tokens(["a red circle"])
             >>> model.text(ids).shape     # [1, d_proj]
+            torch.Size([1, 128])
         """
         if prepend_bos is False:
             raise ValueError("CLIP's text tower was trained with its start token; prepend_bos=False is not supported")
@@ -114,7 +119,10 @@ class TextTokenizing:
         2-D batch.
 
         Example:
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
             >>> model.text.to_string(model.text.to_tokens("a red circle")[0])
+            '<bos> a red circle <eos>'
         """
         tokenizer = self._tokenizer()
         if isinstance(tokens, Tensor):
@@ -132,7 +140,9 @@ class TextTokenizing:
         """The string of each token of one text (tokenised first, padding left out, when a string is given).
 
         Example:
-            >>> model.text.to_str_tokens("a red circle")
+            >>> import sith_lens as sl
+            >>> sl.load_clip("toy").text.to_str_tokens("a red circle")
+            ['<bos>', 'a', 'red', 'circle', '<eos>']
         """
         tokenizer = self._tokenizer()
         if isinstance(input, str):
@@ -149,7 +159,9 @@ class TextTokenizing:
         left out.
 
         Example:
-            >>> model.text.to_single_token("red")
+            >>> import sith_lens as sl
+            >>> sl.load_clip("toy").text.to_single_token("red")
+            10
         """
         tokenizer = self._tokenizer()
         ids = tokenizer([string], truncation=False)["input_ids"][0]
@@ -164,7 +176,9 @@ def special_token_ids(tokenizer: Any) -> set[int]:
     """Ids of the tokenizer's special tokens (start, end, padding...), for HF and open_clip tokenizers.
 
     Example:
-        >>> special_token_ids(model.tokenizer)
+        >>> import sith_lens as sl
+        >>> sorted(special_token_ids(sl.load_clip("toy").tokenizer))
+        [0, 1, 2, 3]
     """
     ids = set(getattr(tokenizer, "all_special_ids", None) or [])
     inner = getattr(tokenizer, "tokenizer", None)  # OpenCLIPTokenizer wraps open_clip's
@@ -180,7 +194,9 @@ def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """The string of each token id, for HF and open_clip tokenizers.
 
     Example:
-        >>> token_strings(model.tokenizer, [49406, 320])
+        >>> import sith_lens as sl
+        >>> token_strings(sl.load_clip("toy").tokenizer, [2, 4, 3])
+        ['<bos>', 'circle', '<eos>']
     """
     if hasattr(tokenizer, "convert_ids_to_tokens"):
         return [str(t) for t in tokenizer.convert_ids_to_tokens(list(ids))]

@@ -298,7 +298,10 @@ class HookedCLIPTower(HookSwitches, SAESplicing, HookedRootModule):
         ``HookedTransformer.accumulated_bias`` (``cache.get_full_resid_decomposition`` reads it).
 
         Example:
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("random:tiny")
             >>> model.vision.accumulated_bias(model.vision.cfg.n_layers).shape   # [d_model]
+            torch.Size([64])
         """
         n_layers = self.cfg.n_layers
         if not 0 <= layer <= n_layers or (mlp_input and layer == n_layers):
@@ -317,7 +320,11 @@ class HookedCLIPTower(HookSwitches, SAESplicing, HookedRootModule):
         """``W_V @ W_O`` for every head, ``[n_layers, n_heads, d_model, d_model]``, kept factored.
 
         Example:
-            >>> U, S, V = model.vision.OV[3, 5].svd()   # one head's OV circuit
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("random:tiny")
+            >>> U, S, V = model.vision.OV[1, 3].svd()   # one head's OV circuit (a FactoredMatrix)
+            >>> S.shape
+            torch.Size([16])
         """
         return FactoredMatrix(self.W_V, self.W_O)
 
@@ -340,8 +347,11 @@ class HookedCLIPTower(HookSwitches, SAESplicing, HookedRootModule):
         and call ``backward()`` on it yourself.
 
         Example:
-            >>> embeds, cache = model.vision.run_with_cache(pixels)
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("random:tiny")
+            >>> embeds, cache = model.vision.run_with_cache(torch.randn(2, 3, 32, 32))
             >>> cache["pattern", 0].shape   # [batch, n_heads, pos, pos]
+            torch.Size([2, 4, 17, 17])
         """
         if kwargs.get("incl_bwd") and kwargs.get("return_type") != "loss":
             how = ("pass return_type='loss' and labels= (class indices) after model.attach_zero_shot_head(classes)"
@@ -434,10 +444,12 @@ class HookedCLIPVision(ZeroShotUnembed, HookedCLIPTower):
     ``"logits"`` and ``"loss"``.
 
     Example:
+        >>> import sith_lens as sl
         >>> model = sl.load_clip("random:tiny")
         >>> pixels = torch.randn(2, 3, 32, 32)
         >>> embeds, cache = model.vision.run_with_cache(pixels)
         >>> embeds.shape, cache["z", -1].shape     # [2, d_proj], [2, pos, n_heads, d_head]
+        (torch.Size([2, 32]), torch.Size([2, 17, 4, 16]))
     """
 
     def __init__(self, cfg: TowerConfig):
@@ -539,8 +551,12 @@ class HookedCLIPText(LinearReadout, TextTokenizing, HookedCLIPTower):
     ``[batch, d_proj]``, equal to ``CLIPModel.get_text_features`` (unnormalised).
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
         >>> toks = model.tokenize(["a red circle", "a blue square"])
         >>> embeds, cache = model.text.run_with_cache(toks.input_ids, attention_mask=toks.attention_mask)
+        >>> embeds.shape, cache["pattern", 0].shape
+        (torch.Size([2, 128]), torch.Size([2, 4, 5, 5]))
     """
 
     def __init__(self, cfg: TowerConfig):

@@ -52,8 +52,12 @@ class LinearReadout:
         (add ``b_joint`` once).
 
         Example:
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("random:tiny")
+            >>> embeds, cache = model.vision.run_with_cache(torch.randn(2, 3, 32, 32))
             >>> stack = cache.decompose_resid(apply_ln=True, pos_slice=0)   # [components, batch, d_model]
-            >>> embeds = stack.sum(0) @ model.vision.W_joint + model.vision.b_joint
+            >>> torch.allclose(stack.sum(0) @ model.vision.W_joint + model.vision.b_joint, embeds, atol=1e-5)
+            True
         """
         self._check_linear_readout()
         return self.ln_final.w[:, None] * self.W_proj
@@ -111,8 +115,11 @@ class ZeroShotUnembed(LinearReadout):
             logit_scale: the temperature of ``return_type="loss"`` (``exp(model.logit_scale)``).
 
         Example:
-            >>> model.vision.set_zero_shot_head(sl.zero_shot_weights(model, ["cat", "dog"]), ["cat", "dog"])
-            >>> model.vision(pixels, return_type="logits").shape    # [batch, 2]
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
+            >>> model.vision.set_zero_shot_head(sl.zero_shot_weights(model, ["circle", "star"]), ["circle", "star"])
+            >>> model.vision(torch.randn(3, 3, 64, 64), return_type="logits").shape    # [batch, 2]
+            torch.Size([3, 2])
         """
         why = self._unembed_support()
         if why:
@@ -170,6 +177,9 @@ class ZeroShotUnembed(LinearReadout):
         """The class index of a zero-shot label.
 
         Example:
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
+            >>> model.attach_zero_shot_head(["circle", "dog"])
             >>> model.vision.to_single_token("dog")
             1
         """
@@ -194,7 +204,11 @@ class ZeroShotUnembed(LinearReadout):
         as ``HookedTransformer.tokens_to_residual_directions``.
 
         Example:
-            >>> dirs = model.vision.tokens_to_residual_directions(torch.tensor([0, 1]))   # [2, d_model]
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
+            >>> model.attach_zero_shot_head(["circle", "star"])
+            >>> model.vision.tokens_to_residual_directions(torch.tensor([0, 1])).shape   # [2, d_model]
+            torch.Size([2, 128])
         """
         if isinstance(tokens, str):
             tokens = self.to_single_token(tokens)
@@ -209,7 +223,11 @@ class ZeroShotUnembed(LinearReadout):
         what a patching metric applies to the patched output.
 
         Example:
-            >>> metric = lambda embeds: model.vision.zero_shot_logits(embeds)[:, 0].mean()
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
+            >>> model.attach_zero_shot_head(["circle", "star"])
+            >>> model.vision.zero_shot_logits(model.vision(torch.randn(3, 3, 64, 64))).shape
+            torch.Size([3, 2])
         """
         return embeds @ self._classes().T
 

@@ -30,8 +30,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     writers that were killed.
 
     Example:
-        >>> with atomic_path("out/report.png") as tmp:
-        ...     image.save(tmp, format="PNG")
+        >>> with atomic_path("notes.txt") as tmp:        # a temporary file beside notes.txt
+        ...     _ = tmp.write_text("done")
+        >>> Path("notes.txt").read_text()
+        'done'
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -59,7 +61,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically and return the path.
 
     Example:
-        >>> write_text_atomic("out/result.json", json.dumps(data))
+        >>> write_text_atomic("result.json", '{"k": 5}').read_text()
+        '{"k": 5}'
     """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -86,7 +89,7 @@ def recover_directory(path: str | os.PathLike) -> bool:
     Loaders call this, so an interrupted write never hides the previous output.
 
     Example:
-        >>> recover_directory("runs/sith-out")
+        >>> recover_directory(Path("runs/sith-out"))
         False
     """
     import shutil
@@ -124,8 +127,10 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     ``recover_directory`` has run (the next write and the loaders run it).
 
     Example:
-        >>> with atomic_directory("out/checkpoint") as tmp:
-        ...     model.save_pretrained(tmp)
+        >>> with atomic_directory("out/checkpoint") as tmp:   # lands whole, or not at all
+        ...     _ = (tmp / "weights.txt").write_text("1 2 3")
+        >>> sorted(p.name for p in Path("out/checkpoint").iterdir())
+        ['weights.txt']
     """
     import shutil
 
@@ -165,7 +170,9 @@ def file_digest(path: str | os.PathLike) -> str:
     """The blake2b (16-byte) hex digest of a file's bytes, read in 4 MiB chunks.
 
     Example:
-        >>> file_digest("runs/store/shard-00000.safetensors")[:8]
+        >>> _ = write_text_atomic("shard.txt", "abc")
+        >>> len(file_digest("shard.txt")), file_digest("shard.txt") == file_digest("shard.txt")
+        (32, True)
     """
     import hashlib
 

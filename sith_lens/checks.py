@@ -2,7 +2,9 @@
 
 Example:
     >>> check_finite("multipliers", torch.ones(3), fix="pass finite multipliers")
-    >>> check_finite_fields(GCMTConfig(), "the transport settings")
+    >>> check_finite("multipliers", torch.tensor([1.0, float("inf")]), fix="pass finite multipliers")
+    Traceback (most recent call last):
+    ValueError: multipliers ...; pass finite multipliers
 """
 
 from __future__ import annotations
@@ -46,9 +48,14 @@ def check_finite_fields(config: Any, what: str) -> None:
     """Reject a dataclass whose float (or int) fields hold NaN or infinity, naming the field.
 
     Example:
-        >>> check_finite_fields(GCMTConfig(eps=float("nan")), "the transport settings")
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Settings:
+        ...     lr: float = 0.1
+        >>> check_finite_fields(Settings(), "the settings")
+        >>> check_finite_fields(Settings(lr=float("nan")), "the settings")
         Traceback (most recent call last):
-        ValueError: the transport settings: eps is nan; pass a finite number
+        ValueError: the settings: lr is nan...
     """
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)

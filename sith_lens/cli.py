@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Example:
         >>> main(["info", "--model", "random:tiny"])
+        HookedCLIP 'random:tiny' (family clip, joint space d_proj=32)
+        ...
         0
     """
     argv = sys.argv[1:] if argv is None else argv

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -45,7 +46,7 @@ def principal_angles(
 
     Example:
         >>> principal_angles(torch.eye(3)[:2], torch.eye(3)[:2])
-        tensor([0., 0.])
+        tensor([0., 0.], dtype=torch.float64)
     """
     A, B = A.double(), B.double()
     cos = torch.linalg.svdvals(A @ B.transpose(-2, -1)).clamp(0, 1)  # descending -> angles ascending
@@ -61,7 +62,11 @@ def match_vectors(
     """For each base row, the tuned row with the largest ``|cos|`` and that ``|cos|``.
 
     Example:
-        >>> idx, cos = match_vectors(Vh_base[..., :8, :], Vh_ft)
+        >>> base = torch.eye(4)[:2]                          # rows: e0, e1
+        >>> tuned = torch.eye(4)[[1, 0, 2]]                  # the same directions, reordered, plus e2
+        >>> idx, cos = match_vectors(base, tuned)
+        >>> idx.tolist(), cos.tolist()
+        ([1, 0], [1.0, 1.0])
     """
     sims = (base.double() @ tuned.double().transpose(-2, -1)).abs()
     cos, idx = sims.max(-1)
@@ -73,9 +78,17 @@ class Comparison:
     """Per-head comparison of a base and a fine-tuned vision tower over ``layers``.
 
     Example:
-        >>> cmp = sl.compare(base, finetuned, concepts, layers=[-2, -1])
-        >>> cmp.angles.mean(), cmp.sv_ratio.mean()
-        >>> print(cmp.delta.head(-1, 3))       # what the update to L-1 H3 writes
+        >>> import sith_lens as sl
+        >>> base = sl.load_clip("toy")
+        >>> concepts = sl.ConceptDictionary.from_vocab(base, "toy")
+        >>> result = sl.explain_heads(base, concepts, layers=[-1], progress=False)
+        >>> edited = sl.suppress(base, result, ["red"])                   # stands in for a fine-tuned model
+        >>> cmp = sl.compare(base, edited, concepts, layers=[-2, -1], progress=False)
+        >>> cmp.layers, round(float(cmp.angles[0].max()), 3)             # layer 4 was not edited
+        ([4, 5], 0.0)
+        >>> print(cmp.delta.head(-1, 3))                                  # what the update to L-1 H3 writes
+        L5 H3
+        ...
     """
 
     base_name: str
@@ -169,6 +182,7 @@ def check_same_shape(base: CLIPLike, finetuned: CLIPLike) -> tuple[VisionTowerLi
     """The two vision towers, after checking that they have the same layers, heads and widths.
 
     Example:
+        >>> import sith_lens as sl
         >>> check_same_shape(sl.load_clip("toy"), sl.load_clip("random:tiny"))
         Traceback (most recent call last):
         ValueError: the models differ in shape ...
@@ -207,8 +221,11 @@ def compare(
         delta_vectors: leading singular vectors of delta W_VO explained per head.
 
     Example:
-        >>> cmp = sl.compare(sl.load_clip("toy"), sl.load_clip("toy-ft"), concepts)
-        >>> cmp.summary()[-1]["mean_angle_deg"]
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> cmp = sl.compare(model, sl.load_clip("toy"), progress=False)    # a model against itself
+        >>> round(cmp.summary()[-1]["mean_angle_deg"], 6), round(cmp.summary()[-1]["mean_relative_change"], 6)
+        (0.0, 0.0)
     """
     vb, _ = check_same_shape(base, finetuned)
     d_head = vb.cfg.d_head
@@ -240,3 +257,15 @@ def compare(
         angles=angles.float(), matched=matched, match_cosine=match_cos.float(), sv_ratio=ratio.float(),
         relative_change=relative.float(), delta=delta,
     )
+
+
+class _CallableModule(type(sys.modules[__name__])):
+    """``sith_lens.compare`` is both this module and its main function: once the module is
+    imported, Python binds the package attribute ``sl.compare`` to the module, and calling it
+    calls ``compare``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Comparison:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

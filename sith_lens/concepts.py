@@ -45,7 +45,9 @@ def text_fingerprint(model: CLIPLike) -> str:
     """A hash of everything that decides a text embedding: text-tower weights and the tokenizer.
 
     Example:
-        >>> text_fingerprint(sl.load_clip("toy"))[:8]      # the same on every machine
+        >>> import sith_lens as sl
+        >>> len(text_fingerprint(sl.load_clip("toy")))      # the same on every machine
+        32
     """
     return model_fingerprint(model, towers=("text",))
 
@@ -54,7 +56,9 @@ def model_fingerprint(model: CLIPLike, towers: Sequence[str] = ("vision", "text"
     """A hash of the weights of ``towers`` and of the tokenizer: what decides activations.
 
     Example:
-        >>> model_fingerprint(sl.load_clip("toy"))[:8]
+        >>> import sith_lens as sl
+        >>> model_fingerprint(sl.load_clip("toy")) == model_fingerprint(sl.load_clip("toy"))
+        True
     """
     h = hashlib.blake2b(digest_size=16)
     for tower in towers:
@@ -115,7 +119,9 @@ def encode_concepts(
     """L2-normalised text embeddings of ``concepts`` (averaged over ``templates`` when given).
 
     Example:
-        >>> encode_concepts(model, ["red", "a dog"]).shape      # [2, d_proj]
+        >>> import sith_lens as sl
+        >>> encode_concepts(sl.load_clip("toy"), ["red", "a dog"], progress=False).shape      # [2, d_proj]
+        torch.Size([2, 128])
     """
     from tqdm.auto import tqdm
 
@@ -168,9 +174,12 @@ class ConceptDictionary:
     """Concept strings with their text embeddings and centred atoms.
 
     Example:
-        >>> concepts = ConceptDictionary.from_vocab(model, "toy")
+        >>> import sith_lens as sl
+        >>> concepts = ConceptDictionary.from_vocab(sl.load_clip("toy"), "toy")
         >>> len(concepts), concepts.atoms.shape          # M, [M, d_proj]
-        >>> concepts.index("red")
+        (137, torch.Size([137, 128]))
+        >>> concepts.concepts[concepts.index("red")]
+        'red'
     """
 
     concepts: list[str]
@@ -243,7 +252,10 @@ class ConceptDictionary:
             centered: centre the atoms (the paper's setting for explanations).
 
         Example:
-            >>> concepts = ConceptDictionary.from_vocab(model, ["red", "blue", "dog"])
+            >>> import sith_lens as sl
+            >>> concepts = ConceptDictionary.from_vocab(sl.load_clip("toy"), ["red", "blue", "dog"])
+            >>> concepts.concepts
+            ['red', 'blue', 'dog']
         """
         strings = load_vocabulary(source)
         fingerprint = text_fingerprint(model)
@@ -271,7 +283,10 @@ class ConceptDictionary:
         """Save concepts and embeddings to one safetensors file (atomically).
 
         Example:
-            >>> concepts.save("english-vitb32.safetensors"); ConceptDictionary.load("english-vitb32.safetensors")
+            >>> concepts = ConceptDictionary.from_embeddings(["a", "b", "c"], torch.randn(3, 16))
+            >>> concepts.save("abc.safetensors")
+            >>> ConceptDictionary.load("abc.safetensors").concepts
+            ['a', 'b', 'c']
         """
         from safetensors.torch import save_file
 
@@ -305,7 +320,9 @@ class ConceptDictionary:
         """A dictionary from precomputed embeddings (row ``i`` embeds ``concepts[i]``).
 
         Example:
-            >>> ConceptDictionary.from_embeddings(["a", "b"], torch.randn(2, 512))
+            >>> d = ConceptDictionary.from_embeddings(["a", "b"], torch.randn(2, 512))
+            >>> len(d), d.dim
+            (2, 512)
         """
         concepts = list(concepts)
         if len(clean_concepts(concepts, "concepts")) != len(concepts):

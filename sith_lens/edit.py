@@ -57,7 +57,12 @@ def identity_multipliers(result: SITHResult) -> Float[Tensor, "n_sel n_heads ran
     """All-ones multipliers shaped like ``result.singular_values`` (an edit that changes nothing).
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
         >>> m = identity_multipliers(result); m[0, 3, :2] = 0      # suppress 2 vectors of head 3
+        >>> int((m == 0).sum()), tuple(m.shape)
+        (2, (1, 8, 16))
     """
     return torch.ones_like(result.singular_values, dtype=torch.float32)
 
@@ -69,7 +74,12 @@ def as_multipliers(result: SITHResult, multipliers: Multipliers) -> Float[Tensor
     for that head) or by ``(layer, head, index)`` (one singular vector); layers may be negative.
 
     Example:
-        >>> as_multipliers(result, {(-1, 3): 0.0, (-1, 5, 0): 2.0})
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
+        >>> m = as_multipliers(result, {(-1, 3): 0.0, (-1, 5, 0): 2.0})   # all of head 3, head 5's top vector
+        >>> int((m == 0).sum()), int((m == 2).sum())
+        (16, 1)
     """
     shape = tuple(result.singular_values.shape)
     if isinstance(multipliers, Tensor):
@@ -138,7 +148,11 @@ def rebuild_head(
     """``(W_V', W_O')`` with ``W_V' @ W_O' = U diag(S * m) Vh``, singular values split evenly.
 
     Example:
+        >>> U, S, Vh = torch.linalg.svd(torch.randn(8, 3) @ torch.randn(3, 8))
+        >>> U, S, Vh = U[:, :3], S[:3], Vh[:3]
         >>> W_V, W_O = rebuild_head(U, S, Vh, torch.ones_like(S))     # reproduces W_VO
+        >>> torch.allclose(W_V @ W_O, U @ torch.diag(S) @ Vh, atol=1e-5)
+        True
     """
     s = S * m.to(S)
     root = s.abs().sqrt()
@@ -151,7 +165,12 @@ def prepare_for_edit(model: ModelT, label: str = "edited") -> ModelT:
     appended to the copy's model name.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("random:tiny")
         >>> base = prepare_for_edit(model)     # what edit_heads returns for an all-ones edit
+        >>> pixels = torch.randn(2, 3, 32, 32)
+        >>> torch.allclose(base.encode_image(pixels), model.encode_image(pixels), atol=1e-5), base.cfg.model_name
+        (True, 'random:tiny (edited)')
     """
     vision_tower(model)
     edited = copy.deepcopy(model)
@@ -172,8 +191,13 @@ def edit_heads(model: ModelT, result: SITHResult, multipliers: Multipliers) -> M
             ``as_multipliers``).
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
         >>> edited = sl.edit_heads(model, result, {(-1, 3, 0): 0.0})   # suppress L-1 H3's top vector
-        >>> edited.encode_image(pixels)
+        >>> pixels = model.preprocess(list(sl.ToyWorld(seed=0).batch(0, 4).images))
+        >>> edited.encode_image(pixels).shape, torch.equal(edited.encode_image(pixels), model.encode_image(pixels))
+        (torch.Size([4, 128]), False)
     """
     U, S, Vh = _result_svd(model, result)
     m = as_multipliers(result, multipliers).double()
@@ -229,7 +253,12 @@ def concept_mass(
     circle"); ``"exact"`` counts the concepts themselves only. Vectors with an empty code get 0.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
         >>> mass = concept_mass(result, ["red", "blue"])      # [n_sel, n_heads, rank] in [0, 1]
+        >>> tuple(mass.shape), bool(((mass >= 0) & (mass <= 1)).all()), bool((mass > 0).any())
+        ((1, 8, 16), True, True)
     """
     wanted = torch.zeros(len(result.concepts), dtype=torch.bool)
     wanted[_matching_concepts(result, concepts, match)] = True
@@ -259,8 +288,12 @@ def concept_multipliers(
     ``threshold`` (in ``layers``, default all explained layers), 1 elsewhere.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
         >>> m = concept_multipliers(result, ["red"], 0.0, threshold=0.5)
-        >>> int((m == 0).sum())        # singular vectors that will be suppressed
+        >>> int((m == 0).sum()) > 0        # singular vectors that will be suppressed
+        True
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold is a share of the coefficient mass in (0, 1], got {threshold}")
@@ -277,7 +310,12 @@ def suppress(
     """Zero the singular vectors that write ``concepts`` (``concept_mass >= threshold``).
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-2, -1], progress=False)
         >>> edited = sl.suppress(model, result, ["red", "blue"], threshold=0.5, layers=[-2, -1])
+        >>> edited.cfg.model_name
+        'toy (edited)'
     """
     return edit_heads(model, result, concept_multipliers(result, concepts, 0.0, threshold=threshold,
                                                          layers=layers, match=match))
@@ -290,7 +328,12 @@ def amplify(
     """Multiply the singular vectors that write ``concepts`` by ``factor`` (``-1`` flips them).
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
         >>> edited = sl.amplify(model, result, "striped", factor=3.0)
+        >>> type(edited).__name__
+        'HookedCLIP'
     """
     return edit_heads(model, result, concept_multipliers(result, concepts, factor, threshold=threshold,
                                                          layers=layers, match=match))
@@ -344,8 +387,14 @@ def task_relevance(
     uncentred embeddings; ``dictionary`` must be the one ``result`` was explained with.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> concepts = sl.ConceptDictionary.from_vocab(model, "toy")
+        >>> result = sl.explain_heads(model, concepts, layers=[-1], progress=False)
         >>> classes = sl.ConceptDictionary.from_vocab(model, ["circle", "square"])
         >>> R = task_relevance(result, concepts, classes.embeddings, classes.concepts)
+        >>> R.shape == result.singular_values.shape
+        True
     """
     missing = [c for c in result.concepts if c not in set(dictionary.concepts)]
     if missing:
@@ -378,8 +427,14 @@ def task_multipliers(
     damp the others, remove none (sith_spec §5.4). Layers outside ``layers`` keep ``m = 1``.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> concepts = sl.ConceptDictionary.from_vocab(model, "toy")
+        >>> result = sl.explain_heads(model, concepts, layers=[-1], progress=False)
+        >>> classes = sl.ConceptDictionary.from_vocab(model, ["circle", "square"])
         >>> m = task_multipliers(result, concepts, classes.embeddings, classes.concepts)
-        >>> edited = sl.edit_heads(model, result, m)
+        >>> float(m.min()) >= 0.8                                  # damps, never removes
+        True
     """
     m = (task_relevance(result, dictionary, class_embeddings, class_names) + offset).clamp_min(floor)
     if cap is not None:
@@ -403,7 +458,13 @@ def class_multipliers(
     default is the bare name) with the model's text tower.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> concepts = sl.ConceptDictionary.from_vocab(model, "toy")
+        >>> result = sl.explain_heads(model, concepts, layers=[-1], progress=False)
         >>> m = class_multipliers(model, result, concepts, ["solid", "striped", "dotted"])
+        >>> bool((m > 1).any()), float(m.min()) >= 0.8
+        (True, True)
     """
     names = [c.strip() for c in class_names if isinstance(c, str) and c.strip()]
     if len(names) < 2:
@@ -421,7 +482,13 @@ def boost_classes(
     """The classification edit in one call: ``edit_heads`` with ``class_multipliers`` (same keywords).
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> concepts = sl.ConceptDictionary.from_vocab(model, "toy")
+        >>> result = sl.explain_heads(model, concepts, layers=[-1], progress=False)
         >>> edited = sl.boost_classes(model, result, concepts, ["solid", "striped", "dotted"])
+        >>> edited.cfg.model_name
+        'toy (edited)'
     """
     return edit_heads(model, result, class_multipliers(model, result, dictionary, class_names, **kwargs))
 
@@ -439,7 +506,12 @@ def ablate_heads(
     input-dependent part (``W_VO = 0``).
 
     Example:
-        >>> ablated = ablate_heads(model, [(5, 2), (5, 7)], images=pixels)
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("random:tiny")
+        >>> pixels = torch.randn(4, 3, 32, 32)
+        >>> ablated = ablate_heads(model, [(1, 2), (1, 3)], images=pixels)     # mean-ablate L1 H2 and H3
+        >>> ablated.vision.blocks[1].attn.W_O[2].abs().max().item()
+        0.0
     """
     vision = vision_tower(model)
     heads = sorted({(resolve_layers([l], vision.cfg.n_layers)[0], h) for l, h in heads})

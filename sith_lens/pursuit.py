@@ -443,7 +443,9 @@ def nnomp(
     """Non-negative OMP: ``comp`` with ``lam = 0`` (``lam`` is accepted and ignored).
 
     Example:
-        >>> nnomp(targets, atoms, k=5).indices.shape     # [B, 5]
+        >>> atoms = torch.nn.functional.normalize(torch.randn(100, 16), dim=-1)
+        >>> nnomp(atoms[:3] + atoms[3:6], atoms, k=5).indices.shape     # [B, 5]
+        torch.Size([3, 5])
     """
     return comp(targets, atoms, k, 0.0, **kwargs)
 
@@ -461,7 +463,9 @@ def omp(
     """Classic (signed) OMP: largest ``|correlation|``, unconstrained refit; codes may be negative.
 
     Example:
-        >>> omp(targets, atoms, k=5).coefs.shape     # [B, 5]
+        >>> atoms = torch.nn.functional.normalize(torch.randn(100, 16), dim=-1)
+        >>> omp(atoms[:3] - atoms[3:6], atoms, k=5).coefs.shape     # [B, 5], signed coefficients
+        torch.Size([3, 5])
     """
     return _run_greedy(targets, atoms, k, 0.0, precision, chunk_size, nonneg=False, absval=True)
 
@@ -481,7 +485,9 @@ def mp(
     weight (coefficient 0) once the best correlation is ``<= tol``.
 
     Example:
-        >>> mp(targets, atoms, k=5).indices.shape     # [B, 5]; indices may repeat
+        >>> atoms = torch.nn.functional.normalize(torch.randn(100, 16), dim=-1)
+        >>> mp(atoms[:3], atoms, k=5).indices.shape     # [B, 5]; indices may repeat
+        torch.Size([3, 5])
     """
     _check(targets, atoms, k)
     scorer = _Scorer(atoms, precision)
@@ -516,7 +522,9 @@ def topk(
     """The ``k`` atoms with the largest cosine to each target, with NNLS coefficients on them.
 
     Example:
-        >>> topk(targets, atoms, k=5).indices.shape     # [B, 5], most similar first
+        >>> atoms = torch.nn.functional.normalize(torch.randn(100, 16), dim=-1)
+        >>> topk(atoms[:3], atoms, k=5).indices[:, 0].tolist()     # [B, 5], most similar first
+        [0, 1, 2]
     """
     _check(targets, atoms, k)
 
@@ -541,7 +549,9 @@ def pursue(
     """Run the pursuit ``method`` (one of ``METHODS``) with one interface.
 
     Example:
-        >>> pursue(targets, atoms, "nnomp", k=5).indices.shape     # [B, 5]
+        >>> atoms = torch.nn.functional.normalize(torch.randn(100, 16), dim=-1)
+        >>> pursue(atoms[:3], atoms, "nnomp", k=5).indices.shape     # [B, 5]
+        torch.Size([3, 5])
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")

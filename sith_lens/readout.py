@@ -23,8 +23,10 @@ class JointReadout:
     """The map from the vision residual stream to the joint space, as plain tensors.
 
     Example:
+        >>> ln_w, ln_b, W_proj = torch.ones(16), torch.zeros(16), torch.randn(16, 8)
         >>> ro = JointReadout(ln_w, ln_b, 1e-5, W_proj, image_mean=None)
-        >>> ro(torch.randn(10, ln_w.shape[0])).norm(dim=-1)     # unit vectors, [10]
+        >>> ro(torch.randn(10, 16)).norm(dim=-1).allclose(torch.ones(10))     # unit vectors, [10]
+        True
     """
 
     ln_w: Float[Tensor, " d_model"]

@@ -108,7 +108,11 @@ def write_html_report(result: SITHResult, path: str | os.PathLike, top_vectors: 
     """Write a self-contained HTML report (atomically) and return its path.
 
     Example:
-        >>> write_html_report(result, "sith-out/report.html")
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
+        >>> write_html_report(result, "report.html").name
+        'report.html'
     """
     if top_vectors < 1:
         raise ValueError(f"top_vectors must be >= 1, got {top_vectors}")

@@ -7,7 +7,7 @@ Example:
     >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
     >>> again = SITHResult.from_dict(result.to_dict())
     >>> again.layers, again.n_heads, torch.equal(again.coefs, result.coefs)
-    ([3], 4, True)
+    ([5], 8, True)
 """
 
 from __future__ import annotations
@@ -124,9 +124,15 @@ class SITHResult:
     ``layers``. ``concepts`` holds only the concepts some explanation uses; ``indices`` point into it.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
         >>> print(result.head(-1, 0))                       # last layer, head 0
-        >>> result.find("red")[:3]                          # singular vectors that write "red"
-        >>> result.to_json("sith.json"); SITHResult.from_json("sith.json")
+        L5 H0
+          sv0   sigma=  1.353  fid=0.21  bottom right 0.46, gray background 0.39, purple cross 0.28, ...
+        ...
+        >>> result.to_json("sith.json"); SITHResult.from_json("sith.json").layers
+        [5]
     """
 
     model_name: str
@@ -182,7 +188,11 @@ class SITHResult:
         ``top_vectors`` limits the search to each head's leading singular vectors.
 
         Example:
-            >>> result.find("red")[0]      # ConceptHit(layer=5, head=3, index=0, singular_value=.., coef=..)
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
+            >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
+            >>> result.find("green star")[0]
+            ConceptHit(layer=5, head=..., index=..., singular_value=..., coef=...)
         """
         if concept not in self.concepts:
             return []
@@ -200,7 +210,11 @@ class SITHResult:
         ``sum_i coef_i * sigma_i / sum_i sigma_i`` over the head's singular vectors.
 
         Example:
-            >>> result.heads_for("red", top=3)     # [(layer, head, score), ...]
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
+            >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
+            >>> [(layer, head) for layer, head, score in result.heads_for("green star", top=2)]
+            [(5, ...), (5, ...)]
         """
         score: dict[tuple[int, int], float] = {}
         totals = self.singular_values.sum(-1)
@@ -228,6 +242,9 @@ class SITHResult:
         """The result ``to_dict`` wrote, after checking its schema, shapes and values.
 
         Example:
+            >>> import sith_lens as sl
+            >>> model = sl.load_clip("toy")
+            >>> result = sl.explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), layers=[-1], progress=False)
             >>> SITHResult.from_dict(result.to_dict()).layers == result.layers
             True
         """

@@ -14,7 +14,7 @@ Example:
     >>> concepts = sl.ConceptDictionary.from_vocab(model, "toy")
     >>> result = sl.explain_heads(model, concepts, layers=[-1], progress=False)
     >>> result.layers, result.n_heads, result.k
-    ([3], 4, 5)
+    ([5], 8, 5)
 """
 
 from __future__ import annotations
@@ -65,10 +65,13 @@ def joint_readout(model: CLIPLike, centering: Centering = "auto", image_mean: Te
     For a tower without a CLS token (SigLIP), ``vision.W_proj`` is the attention-pooling head's
     summed value-output map, the linear part of how a patch direction reaches the pooled
     embedding (biases and the head's MLP left out); ``vision.joint_readout_is_exact`` is False
-    there. See "Supported models" in the README.
+    there. See docs/models.md.
 
     Example:
-        >>> ro = joint_readout(model, centering="none")
+        >>> import sith_lens as sl
+        >>> ro = joint_readout(sl.load_clip("toy"), centering="none")
+        >>> ro.W_proj.shape, ro.image_mean is None
+        (torch.Size([128, 128]), True)
     """
     vision = vision_tower(model)
     if centering not in ("auto", "image", "none"):
@@ -88,7 +91,7 @@ def joint_readout(model: CLIPLike, centering: Centering = "auto", image_mean: Te
         warnings.warn(
             "this vision tower pools with an attention head (SigLIP): SITH reads directions into the joint "
             "space through that head's value-output map, which leaves out its MLP and where it attends; "
-            "see 'Supported models' in the README",
+            "see docs/models.md",
             UserWarning,
             stacklevel=2,
         )
@@ -107,8 +110,15 @@ def image_mean(model: CLIPLike, images: Tensor | Sequence[object], batch_size: i
     file paths (preprocessed with ``model.preprocess``).
 
     Example:
-        >>> mu = image_mean(model, [Image.open(p) for p in paths])       # [d_proj]
-        >>> result = explain_heads(model, concepts, image_mean=mu)
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> images = sl.ToyWorld(seed=0).batch(0, 32).images                # or PIL images, or file paths
+        >>> mu = image_mean(model, model.preprocess(list(images)), progress=False)
+        >>> mu.shape
+        torch.Size([128])
+        >>> result = explain_heads(model, sl.ConceptDictionary.from_vocab(model, "toy"), [-1], image_mean=mu, progress=False)
+        >>> result.centering
+        'image'
     """
     from tqdm.auto import tqdm
 
@@ -134,7 +144,10 @@ def head_vo_factors(model: CLIPLike, layers: Sequence[int], dtype: torch.dtype =
     (absolute indices), on CPU in ``dtype``.
 
     Example:
-        >>> vo = head_vo_factors(model, [11]); W_VO = vo.W_V[0, 3] @ vo.W_O[0, 3]
+        >>> import sith_lens as sl
+        >>> vo = head_vo_factors(sl.load_clip("random:tiny"), [1])
+        >>> (vo.W_V[0, 3] @ vo.W_O[0, 3]).shape                # layer 1, head 3: W_VO [d_model, d_model]
+        torch.Size([64, 64])
     """
     vision = vision_tower(model)
     with torch.no_grad():
@@ -149,7 +162,10 @@ def head_svd(model: CLIPLike, layers: Sequence[int], dtype: torch.dtype = torch.
     and centred ``W_VO`` in ``layers`` (absolute indices), computed in float64, returned in ``dtype``.
 
     Example:
-        >>> U, S, Vh = head_svd(model, [11])
+        >>> import sith_lens as sl
+        >>> U, S, Vh = head_svd(sl.load_clip("random:tiny"), [1])
+        >>> U.shape, S.shape, Vh.shape
+        (torch.Size([1, 4, 64, 16]), torch.Size([1, 4, 16]), torch.Size([1, 4, 16, 64]))
     """
     return tuple(t.to(dtype) for t in factored_svd(*head_vo_factors(model, layers)))
 
@@ -183,8 +199,12 @@ def explain_vectors(
     one pursuit per leading index (a layer), with a progress bar.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
         >>> U, S, Vh = head_svd(model, [5])
-        >>> codes = explain_vectors(Vh, joint_readout(model), concepts)
+        >>> codes = explain_vectors(Vh, joint_readout(model), sl.ConceptDictionary.from_vocab(model, "toy"), progress=False)
+        >>> codes.indices.shape                                # [layers, heads, vectors, k]
+        torch.Size([1, 8, 16, 5])
     """
     from tqdm.auto import tqdm
 
@@ -256,9 +276,14 @@ def explain_heads(
             with the same exact re-check as on CPU). The SVDs run on CPU in float64.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
         >>> concepts = sl.ConceptDictionary.from_vocab(model, "toy")
-        >>> result = sl.explain_heads(model, concepts, layers=[-2, -1])
+        >>> result = sl.explain_heads(model, concepts, layers=[-2, -1], progress=False)
         >>> print(result.head(-1, 0))
+        L5 H0
+          sv0   sigma=  1.353  fid=0.21  bottom right 0.46, gray background 0.39, purple cross 0.28, ...
+        ...
     """
     vision = vision_tower(model)
     if not isinstance(concepts, ConceptDictionary):

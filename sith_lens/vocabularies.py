@@ -23,7 +23,7 @@ def _toy() -> list[str]:
 def _english() -> list[str]:
     from importlib.resources import files
 
-    # built by scripts/build_english_vocab.py from wordfreq; see the README for provenance
+    # built by scripts/build_english_vocab.py from wordfreq; see docs/sith.md (concept vocabularies) for provenance
     return (files("sith_lens") / "assets" / "vocabularies" / "english.txt").read_text(encoding="utf-8").splitlines()
 
 

@@ -54,7 +54,12 @@ def fold_ln(
     ``(LN0(x) * ln_w + ln_b) @ W + b == LN0(x) @ W' + b'`` with ``LN0`` the non-affine LayerNorm.
 
     Example:
-        >>> W2, b2 = fold_ln(tower.W_V[3], tower.b_V[3], tower.blocks[3].ln1.w, tower.blocks[3].ln1.b)
+        >>> W, b = torch.randn(4, 8, 2), torch.randn(4, 2)         # 4 heads reading d_model = 8
+        >>> ln_w, ln_b = torch.rand(8) + 0.5, torch.randn(8)
+        >>> W2, b2 = fold_ln(W, b, ln_w, ln_b)
+        >>> x = torch.randn(8)
+        >>> torch.allclose(torch.einsum("d,hde->he", x * ln_w + ln_b, W) + b, torch.einsum("d,hde->he", x, W2) + b2, atol=1e-5)
+        True
     """
     W_folded = ln_w[:, None] * W
     b_folded = b + torch.einsum("d,...de->...e", ln_b, W)
@@ -95,8 +100,11 @@ def vo_factors(
     ``W_VO``.
 
     Example:
+        >>> import sith_lens as sl
+        >>> tower = sl.load_clip("random:tiny").vision
         >>> vo = vo_factors(tower.W_V, tower.W_O, torch.stack([b.ln1.w for b in tower.blocks]))
-        >>> (vo.W_V[3, 5] @ vo.W_O[3, 5]).shape     # W_VO of layer 3, head 5: [d_model, d_model]
+        >>> (vo.W_V[1, 3] @ vo.W_O[1, 3]).shape     # W_VO of layer 1, head 3: [d_model, d_model]
+        torch.Size([64, 64])
     """
     if W_V.dim() != 4 or W_O.dim() != 4:
         raise ValueError(
@@ -129,6 +137,9 @@ def fold_and_center(tower: TowerT, fold_value_bias: bool = False) -> TowerT:
     a head's output is then ``pattern @ x @ W_VO`` alone and editing ``W_VO`` edits all of it.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("random:tiny")
+        >>> pixels = torch.randn(2, 3, 32, 32)
         >>> folded = fold_and_center(model.vision)
         >>> torch.allclose(folded(pixels), model.vision(pixels), atol=1e-5)
         True
@@ -142,7 +153,11 @@ def fold_and_center_(tower: VisionTowerLike, fold_value_bias: bool = False) -> N
     """In-place ``fold_and_center``: the tower's own weights are rewritten (same outputs).
 
     Example:
-        >>> fold_and_center_(edited.vision, fold_value_bias=True)
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("random:tiny")
+        >>> fold_and_center_(model.vision, fold_value_bias=True)
+        >>> float(model.vision.blocks[0].attn.b_V.abs().max())
+        0.0
     """
     with torch.no_grad():
         for block in tower.blocks:

@@ -32,8 +32,12 @@ def zero_shot_weights(
     ``class_prompts[i]`` is a class name (put into every template) or a list of full prompts.
 
     Example:
-        >>> W = zero_shot_weights(model, ["cat", "dog"], templates=["a photo of a {}."])
-        >>> W = zero_shot_weights(model, [["a small object"], ["a large object"]])
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> zero_shot_weights(model, ["circle", "square"], templates=["a {}", "a {} shape"]).shape
+        torch.Size([2, 128])
+        >>> zero_shot_weights(model, [["a small object"], ["a large object"]]).shape
+        torch.Size([2, 128])
     """
     if len(class_prompts) < 2:
         raise ValueError(f"zero-shot classification needs at least two classes, got {len(class_prompts)}")
@@ -57,7 +61,11 @@ def predict(
     """The most similar class for each image.
 
     Example:
-        >>> predict(model, pixels, zero_shot_weights(model, ["cat", "dog"]))
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> pixels = model.preprocess(list(sl.ToyWorld(seed=0).batch(0, 4).images))
+        >>> predict(model, pixels, zero_shot_weights(model, ["circle", "square", "star"])).shape
+        torch.Size([4])
     """
     out = []
     with torch.no_grad():
@@ -118,9 +126,15 @@ def group_robustness(
     ``labels[i]``: the class index of image ``i`` into ``class_prompts``.
 
     Example:
-        >>> data = read_groups_csv("waterbirds/groups.csv")
-        >>> group_robustness(model, data.paths, data.labels, data.groups, data.classes,
-        ...                  templates=["a photo of a {}."])
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> batch = sl.ToyWorld(seed=0).batch(0, 8)
+        >>> pixels = model.preprocess(list(batch.images))
+        >>> labels = [i % 2 for i in range(8)]                       # any class index per image
+        >>> groups = ["even" if i % 2 == 0 else "odd" for i in range(8)]
+        >>> acc = group_robustness(model, pixels, labels, groups, ["circle", "square"])
+        >>> 0.0 <= acc.worst_group <= acc.overall <= 1.0
+        True
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_prompts)):
@@ -149,7 +163,12 @@ def read_groups_csv(path: str | os.PathLike, classes: Sequence[str] | None = Non
     """Read ``image,label,group`` rows; image paths are relative to the CSV's folder.
 
     Example:
-        >>> data = read_groups_csv("folder/groups.csv")      # folder/*.png + groups.csv
+        >>> _ = Path("groups.csv").write_text("image,label,group\\na.png,cat,indoor\\nb.png,dog,outdoor\\n")
+        >>> for name in ("a.png", "b.png"):
+        ...     _ = Path(name).write_bytes(b"")               # the images (checked to exist, read later)
+        >>> data = read_groups_csv("groups.csv")      # paths relative to the file
+        >>> data.classes, data.labels, data.groups
+        (['cat', 'dog'], [0, 1], ['indoor', 'outdoor'])
     """
     path = Path(path)
     try:

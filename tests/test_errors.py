@@ -34,7 +34,7 @@ def copy_checkpoint(src, dst):
         ("Siglip2Config", ["'siglip2'", "SigLIP 2", "SigLIP (v1)"]),
         ("CLIPVisionConfig", ["'clip_vision_model'", "vision tower alone", "full CLIPModel"]),
         ("SiglipTextConfig", ["'siglip_text_model'", "text tower alone", "full SiglipModel"]),
-        ("BertConfig", ["'bert'", "not a CLIP-family dual encoder", "'clip', 'siglip'", "Supported models"]),
+        ("BertConfig", ["'bert'", "not a CLIP-family dual encoder", "'clip', 'siglip'", "docs/models.md"]),
     ],
 )
 def test_unsupported_architecture_in_config(tmp_path, config, words):

@@ -692,7 +692,7 @@ def test_lucid_train_defaults_are_the_shipped_release_recipe(tmp_path, capsys, m
     from dataclasses import asdict, fields
 
     from sith_lens.cli import main
-    from sith_lens.lucid import release
+    from recipes import lucid_release as release
     from sith_lens.lucid.commands import training_config
     from sith_lens.lucid.defaults import DEFAULTS
     from sith_lens.lucid.sae import TrainingLucidSAEConfig

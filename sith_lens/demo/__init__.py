@@ -7,7 +7,11 @@
 
 Example:
     >>> from sith_lens.demo import Workbench, launch
-    >>> launch(Workbench("toy"), port=7860)
+    >>> app = launch(Workbench("toy"), port=None, block=False, quiet=True)   # block=True serves until Ctrl+C
+    >>> app.local_url.startswith("http://127.0.0.1:")
+    True
+    >>> app.close()
+    Closing server running on port: ...
 """
 
 from .workbench import Workbench

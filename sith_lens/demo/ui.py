@@ -88,7 +88,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
 
     Example:
         >>> demo = build_demo(Workbench("toy"))
-        >>> demo.queue().launch(server_name="127.0.0.1")
+        >>> [tab.label for tab in demo.blocks.values() if type(tab).__name__ == "Tab"]
+        ['Heads', 'Edit', 'LUCID', 'Compare']
     """
     cfg = wb.model.vision.cfg
     layers = list(range(cfg.n_layers))
@@ -139,7 +140,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                     gr.Markdown("On the toy CLIP, suppressing the singular vectors SITH explains with shape words "
                                 "breaks shape predictions; switch the samples to another attribute (e.g. **color**) "
                                 "to see what else the edit moves. How selective each edit is, against random "
-                                "vectors and the all-heads ceiling, is in the README's edit benchmark.")
+                                "vectors and the all-heads ceiling, is in docs/benchmarks.md (the edit benchmark).")
                 edit_upload = gr.File(label="your image (optional)", file_count="single")
                 with gr.Row():
                     apply = gr.Button("Apply edit", variant="primary")
@@ -280,7 +281,10 @@ def launch(wb: Workbench, host: str = DEMO.host, port: int | None = None, block:
     once, for tests and notebooks; ``demo.close()`` stops it).
 
     Example:
-        >>> demo = launch(Workbench("toy"), port=7860, block=False); demo.local_url
+        >>> demo = launch(Workbench("toy"), block=False, quiet=True); demo.local_url.startswith("http://127.0.0.1:")
+        True
+        >>> demo.close()
+        Closing server running on port: ...
     """
     demo = build_demo(wb)
     demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, show_error=True,

@@ -4,6 +4,7 @@ Example:
     >>> from sith_lens.toyworld import ToyWorld
     >>> batch = ToyWorld(seed=0).batch(0, batch_size=8)
     >>> batch.texts[0], batch.patch_labels.shape      # caption, [8, 8, 8]
+    ('a picture of a large cyan square and a dotted circle in the center , ...', (8, 8, 8))
 """
 
 from .attributes import ATTRIBUTES, BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, TEXTURES, VALUES

@@ -107,8 +107,11 @@ def make_caption(
     copies of one generator caption two scenes that differ in one value with the same structure.
 
     Example:
+        >>> from sith_lens.toyworld.data import sample_scene
+        >>> scene = sample_scene(np.random.default_rng(0), n_objects=2)
         >>> cap = make_caption(scene, np.random.default_rng(0))
-        >>> cap.text   # "a large red striped circle at the top left and a small blue object"
+        >>> cap.text
+        'a scene with a red dotted circle , at the bottom right a square'
     """
     words: list[str] = list(PREFIXES[int(rng.integers(len(PREFIXES)))])
     labels: list[tuple[int, str] | None] = [None] * len(words)
@@ -151,6 +154,7 @@ def check_weights(weights: dict[str, float] | None, names: tuple[str, ...], what
 
     Example:
         >>> check_weights({"shape": 3.0}, SWAPPABLE, "swap weights")
+        {'shape': 3.0}
     """
     if weights is None:
         return {a: 1.0 for a in names}
@@ -176,7 +180,10 @@ def swapped_caption(
     Returns None when the caption names none of the weighted attributes.
 
     Example:
+        >>> from sith_lens.toyworld.data import sample_scene
+        >>> cap = make_caption(sample_scene(np.random.default_rng(0), n_objects=2), np.random.default_rng(0))
         >>> swapped_caption(cap, np.random.default_rng(0), {"shape": 3, "texture": 2}).text
+        'a scene with a red dotted circle , at the bottom right a diamond'
     """
     weights = swap_weights(weights)
     slots = [i for i, lab in enumerate(caption.labels) if lab is not None and weights.get(lab[1], 0) > 0]

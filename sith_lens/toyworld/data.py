@@ -39,6 +39,8 @@ def sample_scene(
 
     Example:
         >>> scene = sample_scene(np.random.default_rng(0), n_objects=2)
+        >>> len(scene.objects)
+        2
     """
     n = int(rng.integers(1, MAX_OBJECTS + 1)) if n_objects is None else n_objects
     if not 1 <= n <= MAX_OBJECTS:
@@ -97,7 +99,10 @@ def counterfactual(scene: Scene, rng: np.random.Generator) -> tuple[Scene, tuple
     is true of one scene and false of the other.
 
     Example:
+        >>> scene = sample_scene(np.random.default_rng(0), n_objects=2)
         >>> other, (index, attribute) = counterfactual(scene, np.random.default_rng(0))
+        >>> index, attribute                                  # object 1's texture changed
+        (1, 'texture')
     """
     choices = [(i, a) for i in range(len(scene.objects)) for a in ATTRIBUTES] + [(BACKGROUND, "background")]
     index, attribute = choices[int(rng.integers(len(choices)))]
@@ -167,7 +172,12 @@ class ToyBatch:
             attributes: int [B, length], index into ``(*ATTRIBUTES, "background")``, -1 for nothing.
 
         Example:
+            >>> import sith_lens as sl
+            >>> batch = ToyWorld(seed=0).batch(0, batch_size=8)
+            >>> toks = sl.load_clip("toy").tokenize(batch.texts)
             >>> objects, attributes = batch.token_label_arrays(toks.input_ids.shape[1])
+            >>> objects.shape, attributes.shape                   # [batch, tokens]
+            ((8, 32), (8, 32))
         """
         names = (*ATTRIBUTES, "background")
         objects = np.full((len(self), length), -2, dtype=np.int64)
@@ -219,7 +229,9 @@ class ToyWorld:
         >>> world = ToyWorld(seed=0)
         >>> batch = world.batch(0, batch_size=32)          # scenes with 1-3 objects
         >>> batch.pixels.shape, batch.texts[0]
-        >>> colours = world.attribute_set("color", per_value=50)
+        (torch.Size([32, 3, 64, 64]), 'at the bottom right a cyan square and a small purple solid circle , ...')
+        >>> len(world.attribute_set("color", per_value=50).labels)     # 8 colours x 50
+        400
     """
 
     seed: int = 0
@@ -280,6 +292,8 @@ class ToyWorld:
 
         Example:
             >>> batch = ToyWorld(seed=0).contrastive_batch(0, n_pairs=64, n_prompts=128, prompt_weights={"shape": 3})
+            >>> batch.pixels.shape                               # 2 x 64 paired scenes + 128 one-word prompts
+            torch.Size([256, 3, 64, 64])
         """
         if n_pairs < 1 or n_prompts < 0:
             raise ValueError(f"n_pairs must be >= 1 and n_prompts >= 0, got n_pairs={n_pairs}, n_prompts={n_prompts}")
@@ -319,6 +333,8 @@ class ToyWorld:
 
         Example:
             >>> batch = ToyWorld(seed=0).group_batch(0, batch_size=64, weights={"shape": 2.0})
+            >>> batch.pixels.shape
+            torch.Size([64, 3, 64, 64])
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

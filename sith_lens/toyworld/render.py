@@ -127,7 +127,10 @@ def render_scene(
         masks: bool [n_objects, image_size, image_size], exactly the pixels each object covers.
 
     Example:
-        >>> image, masks = render_scene(scene)
+        >>> from sith_lens.toyworld.data import sample_scene
+        >>> image, masks = render_scene(sample_scene(np.random.default_rng(0), n_objects=2))
+        >>> image.shape, masks.shape
+        ((64, 64, 3), (2, 64, 64))
     """
     ys, xs = np.mgrid[0:image_size, 0:image_size]
     bg = np.array(BACKGROUND_RGB[VALUES["background"][scene.background]], dtype=np.float32)
@@ -161,7 +164,10 @@ def patch_labels(masks: np.ndarray, patch_size: int, min_coverage: float = 0.25)
     or -1 where no object covers at least ``min_coverage`` of it.
 
     Example:
-        >>> patch_labels(masks, patch_size=8)     # [8, 8] for a 64-pixel image
+        >>> from sith_lens.toyworld.data import sample_scene
+        >>> image, masks = render_scene(sample_scene(np.random.default_rng(0), n_objects=2))
+        >>> patch_labels(masks, patch_size=8).shape     # [8, 8] for a 64-pixel image
+        (8, 8)
     """
     cover = patch_coverage(masks, patch_size)
     if cover.shape[0] == 0:
