@@ -98,20 +98,14 @@ class HookedCLIP(nn.Module):
 
     # -- inputs --------------------------------------------------------------------------------------
     def tokenize(self, texts: str | Sequence[str], truncate: bool = True) -> TextTokens:
-        """Tokenise strings with the model's own tokenizer: padded on the right (to the longest text,
-        or to the full context ``n_ctx`` for SigLIP, as in its training) and at most ``n_ctx`` long
-        (``text.tokenize``; ``text.to_tokens`` gives the ids alone, as in TransformerLens).
-
-        Args:
-            texts: one string or a list of strings.
-            truncate: a text longer than the context is cut to fit, with a ``UserWarning`` that says
-                how many were cut (default); ``False`` raises a ``ValueError`` instead.
+        """``text.tokenize``: the model's own tokenizer, padded on the right, at most ``n_ctx`` long
+        (``truncate=False`` raises instead of cutting). ``text.to_tokens`` gives the ids alone.
 
         Example:
             >>> import sith_lens as sl
-            >>> toks = sl.load_clip("toy").tokenize(["a red circle", "a dog"])
-            >>> toks.input_ids.shape     # [2, longest]: BOS, the words, EOS
-            torch.Size([2, 5])
+            >>> toks = sl.load_clip("toy").tokenize("a red circle")
+            >>> toks.input_ids.tolist(), toks.attention_mask.tolist()
+            ([[2, ..., 3]], [[1, 1, 1, 1, 1]])
         """
         return self.text.tokenize(texts, truncate)
 

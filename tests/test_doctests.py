@@ -41,19 +41,10 @@ def docstring_examples() -> list[doctest.DocTest]:
 
 EXAMPLES = docstring_examples()
 
-#: Docstring examples not yet rewritten to run (LUCID, the explorer's views, toy-world evaluation):
+#: Docstring examples not yet rewritten to run (LUCID's):
 #: issue 32's remaining step. Each is expected to fail (strict): rewriting one to run makes its
 #: test pass, and the test then fails until the name is removed here, so this list only shrinks.
 NOT_YET_RUNNABLE = {
-    "sith_lens.demo.images.load_image",
-    "sith_lens.demo.images.model_view",
-    "sith_lens.demo.lucid_views.lucid_probe",
-    "sith_lens.demo.sith_views.class_probabilities",
-    "sith_lens.demo.sith_views.compare_view",
-    "sith_lens.demo.sith_views.edit_view",
-    "sith_lens.demo.sith_views.export_edit",
-    "sith_lens.demo.sith_views.overview_figure",
-    "sith_lens.demo.workbench.Workbench",
     "sith_lens.lucid.collect.cached",
     "sith_lens.lucid.collect.collect_folder_activations",
     "sith_lens.lucid.collect.collect_images",
@@ -97,11 +88,6 @@ NOT_YET_RUNNABLE = {
     "sith_lens.lucid.transport.grid_kernel",
     "sith_lens.lucid.transport.guidance_prior",
     "sith_lens.lucid.transport.pair_plan",
-    "sith_lens.toyworld.evaluate.linear_probe_accuracy",
-    "sith_lens.toyworld.evaluate.zero_shot_accuracy",
-    "sith_lens.toyworld.evaluate.zero_shot_items",
-    "sith_lens.toyworld.evaluate.zero_shot_scores",
-    "sith_lens.toyworld.spurious.spurious_task",
 }
 
 

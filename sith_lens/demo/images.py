@@ -31,6 +31,7 @@ def load_image(value: Any, max_side: int = MAX_SIDE) -> Image.Image:
         ValueError: the value is missing or is not an image, with what to do instead.
 
     Example:
+        >>> Image.new("L", (32, 32)).save("photo.png")           # a grayscale file
         >>> load_image("photo.png").mode
         'RGB'
     """
@@ -89,6 +90,8 @@ def model_view(image: Image.Image, processor: Any) -> Image.Image:
     square (SigLIP). Patch heat maps line up with this view, not with the uploaded image.
 
     Example:
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
         >>> model_view(Image.new("RGB", (300, 200)), model.image_processor).size    # CLIP
         (200, 200)
     """

@@ -80,7 +80,8 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
 
     Example:
         >>> probe = lucid_probe(Workbench("toy"), None, 0, "a red circle")
-        >>> probe.latents.head()
+        >>> probe.latents.shape
+        (6, 6)
     """
     import plotly.graph_objects as go
 

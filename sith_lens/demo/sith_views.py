@@ -47,6 +47,7 @@ def overview_figure(wb: Workbench) -> Any:
 
     Example:
         >>> overview_figure(Workbench("toy")).data[0].z.shape     # (n_layers, n_heads)
+        (6, 8)
     """
     import plotly.graph_objects as go
 
@@ -187,7 +188,10 @@ def class_probabilities(model: Any, images: list[Image.Image], prompts: list[str
     """Zero-shot class probabilities ``[n_images, n_classes]`` (softmax of the model's scaled cosines).
 
     Example:
-        >>> class_probabilities(model, [image], ["a red object", "a blue object"]).sum(-1)   # tensor([1.])
+        >>> import sith_lens as sl
+        >>> image = Image.fromarray(sl.ToyWorld(seed=0).batch(0, 1).images[0])
+        >>> class_probabilities(sl.load_clip("toy"), [image], ["a red object", "a blue object"]).sum(-1)
+        tensor([1.])
     """
     from sith_lens.zeroshot import zero_shot_weights
 
@@ -207,7 +211,10 @@ def edit_view(
     change.
 
     Example:
+        >>> wb = Workbench("toy")
         >>> summary, table, fig, gallery = edit_view(wb, ["red"], [], 2.0, 0.5, "a red object, a blue object")
+        >>> summary[:48]
+        '**Edit** (suppress red; threshold 0.5; layers 2,'
     """
     import plotly.graph_objects as go
 
@@ -268,7 +275,9 @@ def export_edit(wb: Workbench, suppress: Any, amplify: Any, factor: Any, thresho
     The zip is built under a temporary name and renamed, so a failed export leaves no file.
 
     Example:
-        >>> export_edit(wb, ["red"], [], 2.0, 0.5)     # .../edited-<hash>.zip
+        >>> path = export_edit(Workbench("toy"), ["red"], [], 2.0, 0.5, out_dir=".")
+        >>> path.name.startswith("edited-"), path.suffix
+        (True, '.zip')
     """
     import hashlib
 
@@ -298,7 +307,9 @@ def compare_view(wb: Workbench, source: str, checkpoint: Any, suppress: Any = No
     model spec such as a fine-tuned folder).
 
     Example:
-        >>> summary, layers, fig, heads = compare_view(wb, "edit", None, ["red"])
+        >>> summary, layers, fig, heads = compare_view(Workbench("toy"), "edit", None, ["red"])
+        >>> summary[:36]
+        '**toy** vs **the edited model**: 12 '
     """
     import plotly.graph_objects as go
 

@@ -81,7 +81,8 @@ class Workbench:
 
     Example:
         >>> wb = Workbench("toy")
-        >>> wb.sith().head(-1, 0)
+        >>> wb.sith().head(-1, 0).layer
+        5
     """
 
     def __init__(self, model: Any = DEMO.model, *, vocab: Any = None, sae: str | None = None,

@@ -44,8 +44,11 @@ def zero_shot_items(
     attribute's prompts at ``logit_scale``. Per-image scores are what a bootstrap interval needs.
 
     Example:
-        >>> items = zero_shot_items(model.encode_image, model.encode_text, ToyWorld(seed=12345))
-        >>> items["color"][0].mean()       # accuracy
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> items = zero_shot_items(model.encode_image, model.encode_text, ToyWorld(seed=12345), ["color"], per_value=8)
+        >>> items["color"][0].shape, float(items["color"][0].mean())       # per image, accuracy
+        ((64,), 1.0)
     """
     out = {}
     for attribute in attributes:
@@ -74,7 +77,11 @@ def zero_shot_scores(
     shows partial effects on a redundant model.
 
     Example:
-        >>> zero_shot_scores(model.encode_image, model.encode_text, ToyWorld(seed=12345))["color"]
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> accuracy, logp = zero_shot_scores(model.encode_image, model.encode_text, ToyWorld(seed=12345), ["color"], 8)["color"]
+        >>> accuracy, logp < 0
+        (1.0, True)
     """
     items = zero_shot_items(encode_image, encode_text, world, attributes, per_value, batch_size, logit_scale)
     return {a: (float(correct.mean()), float(logp.mean())) for a, (correct, logp) in items.items()}
@@ -92,8 +99,10 @@ def zero_shot_accuracy(
     ("a red object", ...): the fraction of images whose most similar prompt names their value.
 
     Example:
-        >>> acc = zero_shot_accuracy(model.encode_image, model.encode_text, ToyWorld(seed=12345))
-        >>> acc["color"]
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> zero_shot_accuracy(model.encode_image, model.encode_text, ToyWorld(seed=12345), ["color"], per_value=8)
+        {'color': 1.0}
     """
     scores = zero_shot_scores(encode_image, encode_text, world, attributes, per_value, batch_size)
     return {a: accuracy for a, (accuracy, _) in scores.items()}
@@ -116,7 +125,11 @@ def linear_probe_accuracy(
     but image and text are not aligned on it.
 
     Example:
-        >>> linear_probe_accuracy(model.encode_image, ToyWorld(seed=5), ToyWorld(seed=777))["shape"]
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> acc = linear_probe_accuracy(model.encode_image, ToyWorld(seed=5), ToyWorld(seed=777), ["shape"], per_value=20)
+        >>> round(acc["shape"], 2)                # chance: 1 / len(VALUES["shape"])
+        0.86
     """
     out = {}
     for attribute in attributes:

@@ -59,8 +59,13 @@ def spurious_task(
     with a plain one ("a large object") when ``plain_prompt``.
 
     Example:
-        >>> task = spurious_task(per_group=50)
-        >>> sl.zeroshot.group_robustness(model, task.pixels, task.labels, task.groups, task.class_prompts)
+        >>> import sith_lens as sl
+        >>> task = spurious_task(per_group=5)
+        >>> len(task.labels), task.class_prompts[0]
+        (20, ['a small object on a black background'])
+        >>> acc = sl.group_robustness(sl.load_clip("toy"), task.pixels, task.labels, task.groups, task.class_prompts)
+        >>> 0.0 <= acc.worst_group <= acc.overall <= 1.0
+        True
     """
     if attribute not in VALUES or attribute == "background":
         raise ValueError(f"attribute must be an object attribute {tuple(a for a in VALUES if a != 'background')}, got {attribute!r}")
