@@ -57,7 +57,10 @@ def image_patch_activations(
     """Per-patch activations of ``pixels`` at ``hook``, without the CLS token.
 
     Example:
-        >>> image_patch_activations(model, pixels).shape     # [B, 64, d_proj] on the toy CLIP
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> image_patch_activations(model, torch.randn(2, 3, 64, 64)).shape     # [B, 64, d_proj] on the toy CLIP
+        torch.Size([2, 64, 128])
     """
     with torch.no_grad():
         acts = _tower_tokens(model.vision, hook, (pixels,), {})
@@ -158,7 +161,12 @@ def collect_pairs(
         image_index: the image of each caption (default: caption i describes image i).
 
     Example:
-        >>> acts = collect_pairs(model, [model.preprocess(images)], [captions], n_batches=1)
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> batch = sl.ToyWorld(seed=0).batch(0, 4)
+        >>> acts = collect_pairs(model, [batch.pixels], [batch.texts], n_batches=1, progress=False)
+        >>> len(acts), acts.patches.shape
+        (4, torch.Size([4, 64, 128]))
     """
     patches = _patch_activations(model, pixel_batches, n_batches, vision_hook, progress)
     tokens, token_ids, positions, mask, weights, strings, captions = _token_activations(
@@ -183,7 +191,12 @@ def read_captions_jsonl(path: str | os.PathLike, image_root: str | os.PathLike |
     file's folder). Returns the distinct images, the captions and each caption's image index.
 
     Example:
-        >>> images, captions, index = read_captions_jsonl("data/captions.jsonl")
+        >>> _ = Path("captions.jsonl").write_text('{"image": "a.png", "caption": "a red circle"}\\n'
+        ...                                       '{"image": "a.png", "caption": "a circle"}\\n')
+        >>> _ = Path("a.png").write_bytes(b"")                  # checked to exist here, read when collected
+        >>> images, captions, index = read_captions_jsonl("captions.jsonl")
+        >>> [p.name for p in images], captions, index
+        (['a.png'], ['a red circle', 'a circle'], [0, 0])
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
@@ -226,7 +239,13 @@ def collect_folder_activations(
     it names, preprocessed with the model's own image processor.
 
     Example:
-        >>> acts = collect_folder_activations(model, "data/captions.jsonl")
+        >>> import sith_lens as sl
+        >>> from PIL import Image
+        >>> Image.fromarray(sl.ToyWorld(seed=0).batch(0, 1).images[0]).save("scene.png")
+        >>> _ = Path("captions.jsonl").write_text('{"image": "scene.png", "caption": "a red circle"}\\n')
+        >>> acts = collect_folder_activations(sl.load_clip("toy"), "captions.jsonl", progress=False)
+        >>> len(acts), acts.captions
+        (1, ['a red circle'])
     """
     images, captions, index = read_captions_jsonl(captions_file, image_root)
     return collect_images(model, images, captions, index, batch_size, vision_hook, text_hook, progress,
@@ -247,7 +266,14 @@ def collect_images(
     """LUCID data from image files and captions, caption i describing ``images[index[i]]``.
 
     Example:
-        >>> acts = collect_images(model, ["a.png", "b.png"], ["a red circle", "a blue square"], [0, 1])
+        >>> import sith_lens as sl
+        >>> from PIL import Image
+        >>> for i, image in enumerate(sl.ToyWorld(seed=0).batch(0, 2).images):
+        ...     Image.fromarray(image).save(f"{i}.png")
+        >>> acts = collect_images(sl.load_clip("toy"), [Path("0.png"), Path("1.png")], ["a red circle", "a blue square"],
+        ...                       [0, 1], progress=False)
+        >>> len(acts)
+        2
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -278,7 +304,12 @@ def cached(model: Any, spec: dict[str, Any], build: Callable[[], PairedActivatio
     kept under ``$SITH_LENS_CACHE/lucid/``.
 
     Example:
-        >>> acts = cached(model, {"toy_pairs": 4096, "seed": 0}, lambda: collect_toy_activations(model, 4096))
+        >>> import sith_lens as sl
+        >>> model = sl.load_clip("toy")
+        >>> acts = cached(model, {"toy_pairs": 16, "seed": 0}, lambda: collect_toy_activations(model, 16, progress=False))
+        >>> again = cached(model, {"toy_pairs": 16, "seed": 0}, lambda: None)     # read back, not rebuilt
+        >>> torch.equal(acts.patches, again.patches)
+        True
     """
     from ..concepts import cache_dir, model_fingerprint
 
@@ -312,7 +343,10 @@ def collect_toy_activations(
     shard at a time).
 
     Example:
-        >>> acts = collect_toy_activations(sl.load_clip("toy"), n_pairs=1024, seed=1)
+        >>> import sith_lens as sl
+        >>> acts = collect_toy_activations(sl.load_clip("toy"), n_pairs=64, seed=1, progress=False)
+        >>> len(acts), acts.patches.shape
+        (64, torch.Size([64, 64, 128]))
     """
     from ..toyworld import ToyWorld
 

@@ -53,7 +53,9 @@ def seeded_batch(data: Any, step: int, batch_size: int, seed: int, rank: int = 0
     ``world`` equal parts of the batch, its token slots as wide as the whole batch's.
 
     Example:
-        >>> seeded_batch(acts, step=3, batch_size=32, seed=0, rank=1, world=2).patches.shape[0]
+        >>> import sith_lens as sl
+        >>> acts = sl.collect_toy_activations(sl.load_clip("toy"), 64, progress=False)
+        >>> seeded_batch(acts, step=1, batch_size=32, seed=0, rank=1, world=2).patches.shape[0]
         16
     """
     if world < 1 or not 0 <= rank < world:
@@ -133,9 +135,11 @@ class PairedActivations(SeededBatches):
     toy world's ground truth.
 
     Example:
-        >>> acts = collect_toy_activations(model, n_pairs=2048)
-        >>> for batch in acts.batches(batch_size=32, seed=0):
-        ...     batch.patches.shape            # [32, 64, d]
+        >>> import sith_lens as sl
+        >>> acts = sl.collect_toy_activations(sl.load_clip("toy"), n_pairs=64, progress=False)
+        >>> batches = acts.batches(batch_size=32, seed=0)                # endless: epoch after epoch
+        >>> next(batches).patches.shape                                  # [32, 64, d]
+        torch.Size([32, 64, 128])
     """
 
     #: Every patch of every image: [images, patches, d].
@@ -288,7 +292,12 @@ class PairedActivations(SeededBatches):
         into memory.
 
         Example:
-            >>> acts = PairedActivations.load("runs/toy-acts")
+            >>> import sith_lens as sl
+            >>> acts = sl.collect_toy_activations(sl.load_clip("toy"), 8, progress=False)
+            >>> _ = acts.save("toy-acts")
+            >>> again = PairedActivations.load("toy-acts")
+            >>> len(again), torch.equal(again.patches, acts.patches)
+            (8, True)
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -47,7 +47,12 @@ def reconstruction_report(sae: Any, acts: PairedActivations, max_pairs: int = 40
     share of each modality's reconstructed signal that the shared block carries.
 
     Example:
-        >>> reconstruction_report(sae, holdout)["fvu_vision"]
+        >>> import sith_lens as sl
+        >>> from sae_lens import SAE
+        >>> sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
+        >>> holdout = sl.collect_toy_activations(sl.load_clip("toy"), 64, seed=22, progress=False)
+        >>> 0.0 < reconstruction_report(sae, holdout)["fvu_vision"] < 1.0
+        True
     """
     batch, rows = modality_rows(sae, acts, max_pairs)
     blocks = latent_slices(n_shared(sae), sae.cfg.n_private_vision, sae.cfg.n_private_text)
@@ -85,7 +90,12 @@ def pointing_game(sae: Any, acts: PairedActivations, max_pairs: int = 4096) -> d
     Returns the overall hit rate, the rate per attribute, and how many words had any heat.
 
     Example:
-        >>> pointing_game(sae, holdout)["pointing_game"]
+        >>> import sith_lens as sl
+        >>> from sae_lens import SAE
+        >>> sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
+        >>> holdout = sl.collect_toy_activations(sl.load_clip("toy"), 64, seed=22, progress=False)
+        >>> 0.0 <= pointing_game(sae, holdout)["pointing_game"] <= 1.0
+        True
     """
     from ..toyworld.attributes import ATTRIBUTES
     from .pointing import pointing_words, score_heatmap, word_heat

@@ -175,8 +175,13 @@ def label_latents(
         progress: show a progress bar over the latents (the clustering is per latent).
 
     Example:
-        >>> report = label_latents(sae, holdout, sl.load_clip("toy"))
+        >>> import sith_lens as sl
+        >>> from sae_lens import SAE
+        >>> sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
+        >>> holdout = sl.collect_toy_activations(sl.load_clip("toy"), 64, seed=22, progress=False)
+        >>> report = label_latents(sae, holdout, sl.load_clip("toy"), progress=False)
         >>> report.to_json("lucid-labels.json")
+        PosixPath('lucid-labels.json')
     """
     batch, _, token_codes = encode_pairs(sae, acts, max_pairs)
     s = n_shared(sae)
@@ -241,7 +246,13 @@ def latent_heatmap(sae: Any, patch_acts: Float[Tensor, "N d"], latent: int) -> F
     """One latent's activation over an image's patch grid.
 
     Example:
-        >>> latent_heatmap(sae, image_patch_activations(model, pixels)[0], latent=17)
+        >>> import torch, sith_lens as sl
+        >>> from sae_lens import SAE
+        >>> from sith_lens.lucid.collect import image_patch_activations
+        >>> sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
+        >>> pixels = torch.randn(1, 3, 64, 64)
+        >>> latent_heatmap(sae, image_patch_activations(sl.load_clip("toy"), pixels)[0], latent=17).shape
+        torch.Size([8, 8])
     """
     codes = sae.vision.encode(patch_acts)
     if not 0 <= latent < codes.shape[-1]:
@@ -258,7 +269,12 @@ def word_heatmap(
     shared codes with each patch's shared code.
 
     Example:
-        >>> word_heatmap(sae, patches[0], tokens[0], slots=[2])     # the caption's third word
+        >>> import sith_lens as sl
+        >>> from sae_lens import SAE
+        >>> sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
+        >>> acts = sl.collect_toy_activations(sl.load_clip("toy"), 2, progress=False)
+        >>> word_heatmap(sae, acts.patches[0], acts.tokens[0], slots=[2]).shape     # the caption's third word
+        torch.Size([8, 8])
     """
     s = n_shared(sae)
     word = sae.text.encode(token_acts[list(slots)])[:, :s].sum(0)

@@ -63,7 +63,8 @@ def block_topk_indices(
 
     Example:
         >>> values, indices = block_topk_indices(torch.randn(5, 12), n_shared=8, k_shared=2, k_private=1)
-        >>> indices.shape                                   # torch.Size([5, 3]); indices[:, 2] >= 8
+        >>> indices.shape, bool((indices[:, 2] >= 8).all())      # 2 shared picks, then 1 private one
+        (torch.Size([5, 3]), True)
     """
     blocks = [(pre[..., :n_shared], k_shared, 0), (pre[..., n_shared:], k_private, n_shared)]
     values, indices = [], []
@@ -83,7 +84,9 @@ def block_topk(pre: Float[Tensor, "... n"], n_shared: int, k_shared: int, k_priv
     block), ``k_private`` over the rest (one modality's private block); dense codes.
 
     Example:
-        >>> block_topk(torch.randn(5, 12), n_shared=8, k_shared=2, k_private=1).count_nonzero(-1)   # <= 3
+        >>> codes = block_topk(torch.randn(5, 12), n_shared=8, k_shared=2, k_private=1)
+        >>> bool((codes.count_nonzero(-1) <= 3).all()), bool((codes >= 0).all())    # at most 2 + 1, after ReLU
+        (True, True)
     """
     values, indices = block_topk_indices(pre, n_shared, k_shared, k_private)
     return torch.zeros_like(pre).scatter(-1, indices, values)
@@ -97,8 +100,11 @@ def decode_sparse(
     product on CPU at k=10 of 1024 latents, gradients included).
 
     Example:
+        >>> pre, W_dec = torch.randn(4, 1024), torch.randn(1024, 16)
         >>> values, indices = block_topk_indices(pre, 768, 8, 2)
-        >>> recon = decode_sparse(values, indices, W_dec)     # == block_topk(pre, 768, 8, 2) @ W_dec
+        >>> recon = decode_sparse(values, indices, W_dec)
+        >>> torch.allclose(recon, block_topk(pre, 768, 8, 2) @ W_dec, atol=1e-4)
+        True
     """
     return torch.nn.functional.embedding_bag(indices, decoder, per_sample_weights=values, mode="sum")
 

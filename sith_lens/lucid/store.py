@@ -18,9 +18,13 @@ its own rows from disk; a shard whose size is not the index's (truncated, or hal
 refused when the store is opened, and collected again when the collection is run again.
 
 Example:
-    >>> store = collect_store(model, ToySource(n_pairs=20_000, seed=21), "runs/toy-store", dtype="float16")
-    >>> store = ActivationStore.open("runs/toy-store")
+    >>> import sith_lens as sl
+    >>> store = collect_store(sl.load_clip("toy"), ToySource(n_pairs=128, seed=21), "toy-store", shard_images=64,
+    ...                       dtype="float16", progress=False)
+    >>> store = ActivationStore.open("toy-store")
     >>> batch = store.batch_at(0, batch_size=32, seed=0)      # a PairedBatch, as PairedActivations gives
+    >>> len(store), len(store.shards), batch.patches.shape        # batches come as float32
+    (128, 2, torch.Size([32, 64, 128]))
 """
 
 from __future__ import annotations
@@ -177,9 +181,10 @@ def collect_store(
     size is refused. Shards the index lists but whose file is missing or truncated are collected again.
 
     Example:
-        >>> store = collect_store(sl.load_clip("toy"), ToySource(20_000, seed=21), "runs/store", dtype="float16")
+        >>> import sith_lens as sl
+        >>> store = collect_store(sl.load_clip("toy"), ToySource(128, seed=21), "store", shard_images=64, progress=False)
         >>> len(store)
-        20000
+        128
     """
     from tqdm.auto import tqdm
 
@@ -291,9 +296,11 @@ class ActivationStore(SeededBatches):
     k shards is all a stretch of training reads (a shuffle buffer for slow disks).
 
     Example:
-        >>> store = ActivationStore.open("runs/toy-store")
+        >>> import sith_lens as sl
+        >>> _ = collect_store(sl.load_clip("toy"), ToySource(64, seed=21), "toy-store", shard_images=64, progress=False)
+        >>> store = ActivationStore.open("toy-store")
         >>> len(store), store.d_in, store.grid
-        (20000, 128, 8)
+        (64, 128, 8)
     """
 
     def __init__(self, folder: Path, index: dict[str, Any], shards: list[_Shard], limit: int | None = None,
@@ -310,7 +317,10 @@ class ActivationStore(SeededBatches):
         """Open the store at ``path``; refuses an unfinished store and any truncated or missing shard.
 
         Example:
-            >>> store = ActivationStore.open("runs/toy-store", shuffle_shards=8)
+            >>> import sith_lens as sl
+            >>> _ = collect_store(sl.load_clip("toy"), ToySource(128, seed=21), "toy-store", shard_images=64, progress=False)
+            >>> len(ActivationStore.open("toy-store", shuffle_shards=2))
+            128
         """
         folder = Path(path)
         if shuffle_shards < 0:
@@ -357,7 +367,12 @@ class ActivationStore(SeededBatches):
         """Refuse, with a clear message, unless the store holds ``model``'s activations at these hooks.
 
         Example:
+            >>> import sith_lens as sl
+            >>> store = collect_store(sl.load_clip("toy"), ToySource(64), "toy-store", shard_images=64, progress=False)
             >>> store.check_source(sl.load_clip("toy"))
+            >>> store.check_source(sl.load_clip("toy"), vision_hook="blocks.0.hook_resid_post")
+            Traceback (most recent call last):
+            ValueError: ...
         """
         from ..concepts import model_fingerprint
 
@@ -482,7 +497,11 @@ class ActivationStore(SeededBatches):
         """Every pair of the store in memory (activations keep the store's dtype).
 
         Example:
-            >>> acts = ActivationStore.open("runs/toy-store").to_memory()
+            >>> import sith_lens as sl
+            >>> _ = collect_store(sl.load_clip("toy"), ToySource(64), "toy-store", shard_images=64, progress=False)
+            >>> acts = ActivationStore.open("toy-store").to_memory()
+            >>> type(acts).__name__, len(acts)
+            ('PairedActivations', 64)
         """
         acts = PairedActivations.concat([s.to_memory() for s in self.shards])
         return acts if len(self) == len(acts) else acts.subset(torch.arange(len(self)))
@@ -492,7 +511,10 @@ def open_activations(path: str | os.PathLike, shuffle_shards: int = 0) -> Activa
     """A store (``store.json``) or an in-memory dataset (``PairedActivations.save``) at ``path``.
 
     Example:
-        >>> acts = open_activations("runs/toy-store")
+        >>> import sith_lens as sl
+        >>> _ = collect_store(sl.load_clip("toy"), ToySource(64), "toy-store", shard_images=64, progress=False)
+        >>> type(open_activations("toy-store")).__name__
+        'ActivationStore'
     """
     if (Path(path) / INDEX_FILE).is_file():
         return ActivationStore.open(path, shuffle_shards)

@@ -121,7 +121,8 @@ def grid_kernel(grid: int, sigma: float, device: torch.device | str = "cpu") -> 
     ``K @ plan`` keeps a plan's token marginal. The identity when ``sigma`` is 0.
 
     Example:
-        >>> grid_kernel(3, 1.0).sum(0)          # all ones
+        >>> grid_kernel(3, 1.0).sum(0).allclose(torch.ones(9))          # each column sums to 1
+        True
     """
     n = grid * grid
     if sigma == 0:
@@ -148,7 +149,10 @@ def guidance_prior(
     guidance has no effect.
 
     Example:
+        >>> patch_x, token_x = torch.randn(2, 64, 16), torch.randn(2, 5, 16)     # 2 pairs, an 8 x 8 grid
         >>> log_q = guidance_prior(patch_x, token_x, grid=8, cfg=GCMTConfig())
+        >>> log_q.shape, log_q.exp().sum(1).allclose(torch.ones(2, 5))
+        (torch.Size([2, 64, 5]), True)
     """
     n = patch_inputs.shape[1]
     if grid * grid != n:
@@ -227,8 +231,14 @@ def gcmt_loss(
             loss of the whole batch comes from the gathered distances (``sith_lens.lucid.distributed``).
 
     Example:
-        >>> out = gcmt_loss(zp, zt, w, guidance_prior(xp, xt, 8, cfg), grid=8, cfg=cfg)
+        >>> cfg = GCMTConfig()
+        >>> zp = torch.rand(4, 64, 32, requires_grad=True)       # shared codes: 4 images x 64 patches
+        >>> zt = torch.rand(4, 5, 32, requires_grad=True)        # and their captions' 5 token slots
+        >>> w = torch.full((4, 5), 0.2)
+        >>> out = gcmt_loss(zp, zt, w, guidance_prior(torch.randn(4, 64, 16), torch.randn(4, 5, 16), 8, cfg), grid=8, cfg=cfg)
         >>> out.loss.backward()
+        >>> zp.grad.shape
+        torch.Size([4, 64, 32])
     """
     n_local, n_patches, _ = patch_codes.shape
     n_pairs = n_local * group.world
@@ -299,7 +309,10 @@ def config_from_details(details: dict | None) -> GCMTConfig:
     (defaults for settings it does not record).
 
     Example:
-        >>> config_from_details(sae.cfg.metadata.training_architecture_details).eps
+        >>> config_from_details(None) == GCMTConfig()
+        True
+        >>> config_from_details({"ot_eps": 0.1}).eps
+        0.1
     """
     details = details or {}
     return GCMTConfig(**{field: details[key] for key, field in _SAVED_SETTINGS.items() if key in details})
@@ -320,7 +333,10 @@ def pair_plan(
     are given. Column t sums to ``patch_mass`` times token t's marginal.
 
     Example:
+        >>> zp, zt = torch.rand(64, 32), torch.rand(3, 32)         # one image's patches, its caption's words
         >>> plan = pair_plan(zp, zt, torch.ones(len(zt)), grid=8, cfg=GCMTConfig())
+        >>> plan.shape
+        torch.Size([64, 3])
     """
     cost = cosine_cost(patch_codes.float(), token_codes.float())[None]
     if patch_inputs is not None and token_inputs is not None:

@@ -78,9 +78,12 @@ class LucidView(SAE[LucidViewConfig]):
     """One modality of a LUCID SAE: an ordinary SAELens SAE on that tower's activations.
 
     Example:
+        >>> import sith_lens
         >>> sae = SAE.from_pretrained("sith-lens-toy-lucid", "final/vision")   # or LucidSAE(...).vision
+        >>> patch_acts = torch.randn(2, 64, sae.cfg.d_in)
         >>> codes = sae.encode(patch_acts)                                     # [..., d_sae]
-        >>> recon = codes @ sae.W_dec + sae.b_dec                              # == sae.decode(codes)
+        >>> torch.allclose(codes @ sae.W_dec + sae.b_dec, sae.decode(codes), atol=1e-5)
+        True
     """
 
     b_enc: nn.Parameter

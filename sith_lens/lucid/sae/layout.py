@@ -8,6 +8,8 @@
   ``x / scale_m``.
 
 Example:
+    >>> from sith_lens.lucid.sae import TrainingLucidSAE, TrainingLucidSAEConfig
+    >>> cfg = TrainingLucidSAEConfig(d_in=16, d_sae=64, n_private_vision=8, n_private_text=8)
     >>> raw = raw_state_dict(TrainingLucidSAE(cfg).state_dict(), cfg)
     >>> sorted(raw)[:2]
     ['text.W_dec', 'text.W_enc']

@@ -45,8 +45,12 @@ def load_lucid(path: str | os.PathLike, device: str = "cpu", modality: str | Non
             (an ordinary SAELens SAE, ``LucidView``).
 
     Example:
-        >>> sae = load_lucid("runs/lucid/final")                       # sae.vision, sae.text
-        >>> vision = load_lucid("runs/lucid/final", modality="vision")  # == sae.vision
+        >>> from importlib.resources import files
+        >>> folder = files("sith_lens") / "assets" / "lucid_toy" / "final"   # or a `lucid train` run's final/
+        >>> sae = load_lucid(folder)                                   # sae.vision, sae.text
+        >>> vision = load_lucid(folder, modality="vision")             # == sae.vision
+        >>> type(sae).__name__, type(vision).__name__
+        ('LucidSAE', 'LucidView')
     """
     from safetensors import SafetensorError
     from sae_lens import SAE

@@ -9,8 +9,13 @@ checkpoints (``cfg.json`` + ``sae_weights.safetensors`` + ``sparsity.safetensors
 decoder rows at unit norm, and counts firing over patch and token rows.
 
 Example:
-    >>> acts = collect_toy_activations(load_clip("toy"), n_pairs=DEFAULTS.toy_pairs, seed=DEFAULTS.toy_seed)
-    >>> sae = train_lucid(acts, TrainingLucidSAEConfig(d_in=acts.d_in, d_sae=DEFAULTS.d_sae), out_dir="runs/lucid")
+    >>> import sith_lens as sl
+    >>> from sith_lens.lucid.sae import TrainingLucidSAEConfig, train_lucid
+    >>> acts = sl.collect_toy_activations(sl.load_clip("toy"), 32, seed=DEFAULTS.toy_seed, progress=False)
+    >>> cfg = TrainingLucidSAEConfig(d_in=acts.d_in, d_sae=64, n_private_vision=8, n_private_text=8, k_shared=4, k_private=1)
+    >>> sae = train_lucid(acts, cfg, steps=3, batch_size=8, out_dir="lucid-run")   # the release: DEFAULTS' steps
+    >>> type(sae).__name__, sorted(p.name for p in Path("lucid-run/final").iterdir())[:2]
+    ('LucidSAE', ['cfg.json', 'sae_weights.safetensors'])
 """
 
 from __future__ import annotations
@@ -69,7 +74,9 @@ def check_checkpoint(path: str | os.PathLike, settings: dict[str, Any]) -> None:
     """Refuse to resume from ``path`` unless it is a whole checkpoint of a run with ``settings``.
 
     Example:
-        >>> check_checkpoint("runs/lucid/checkpoints/1024", run_settings)
+        >>> check_checkpoint("lucid-run/checkpoints/1024", {"steps": 2000})     # a run that wrote none
+        Traceback (most recent call last):
+        FileNotFoundError: no checkpoint folder at lucid-run/checkpoints/1024; pass one of OUT/checkpoints/* from a run with --checkpoints
     """
     import json
 
@@ -252,8 +259,13 @@ def train_lucid(
         variance explained and L0 per modality in ``cfg.metadata``.
 
     Example:
-        >>> sae = train_lucid(acts, TrainingLucidSAEConfig(d_in=acts.d_in, d_sae=512, n_private_vision=64,
-        ...                                                n_private_text=64), steps=500)
+        >>> import sith_lens as sl
+        >>> from sith_lens.lucid.sae import TrainingLucidSAEConfig
+        >>> acts = sl.collect_toy_activations(sl.load_clip("toy"), 32, progress=False)
+        >>> sae = train_lucid(acts, TrainingLucidSAEConfig(d_in=acts.d_in, d_sae=64, n_private_vision=8,
+        ...                                                n_private_text=8, k_shared=4, k_private=1), steps=3, batch_size=8)
+        >>> sae.vision.encode(acts.patches[0]).shape
+        torch.Size([64, 64])
     """
     if not isinstance(acts, (PairedActivations, ActivationStore)):
         raise TypeError(f"train_lucid takes PairedActivations (collect_toy_activations, collect_pairs or "
@@ -339,8 +351,13 @@ def measure(sae: LucidSAE, acts: PairedActivations, max_pairs: int = MEASURE_PAI
     ``sparsity_vision``, ``sparsity_text``: over one modality's rows).
 
     Example:
+        >>> import sith_lens as sl
+        >>> from sae_lens import SAE
+        >>> sae = SAE.from_pretrained("sith-lens-toy-lucid", "final")
+        >>> acts = sl.collect_toy_activations(sl.load_clip("toy"), 32, seed=22, progress=False)
         >>> sparsity = measure(sae, acts)
-        >>> sae.cfg.metadata.variance_explained_vision, sparsity["sparsity"].shape
+        >>> 0 < sae.cfg.metadata.variance_explained_vision < 1, sparsity["sparsity"].shape
+        (True, torch.Size([1024]))
     """
     from ..evaluate import modality_rows
     from ..sparse import fvu
