@@ -78,7 +78,10 @@ __all__ = ["__version__", "register", *_LAZY]
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        # A module named like its main function (``sith_lens.compare``): importing it binds the
+        # package attribute to the module, so the name is the (callable) module in either order.
+        value = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'sith_lens' has no attribute {name!r}")

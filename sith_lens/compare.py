@@ -260,9 +260,8 @@ def compare(
 
 
 class _CallableModule(type(sys.modules[__name__])):
-    """``sith_lens.compare`` is both this module and its main function: once the module is
-    imported, Python binds the package attribute ``sl.compare`` to the module, and calling it
-    calls ``compare``."""
+    """``sith_lens.compare`` is both this module and its main function: ``sl.compare`` is the
+    module (Python binds a package attribute to its submodule), and calling it calls ``compare``."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Comparison:
         return compare(*args, **kwargs)

@@ -188,3 +188,24 @@ def test_edit_and_compare_commands(tmp_path, capsys, toy):
     assert "boosted" in capsys.readouterr().out and (tmp_path / "b" / "model.safetensors").is_file()
     assert main(["edit", "--boost-classes", "solid,striped", "--suppress", "red", "--out", str(tmp_path / "z")]) == 2
     assert "without --suppress/--amplify" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("first", ["attribute", "module"])
+def test_sl_compare_is_callable_and_the_module_in_either_import_order(first):
+    """`sl.compare(...)` and `sith_lens.compare.check_same_shape` both work, whether the package
+    attribute or the submodule is reached first (a fresh interpreter for each order)."""
+    import subprocess
+    import sys
+
+    reach = "sl.compare" if first == "attribute" else "importlib.import_module('sith_lens.compare')"
+    code = (
+        "import importlib, sith_lens as sl\n"
+        f"{reach}\n"
+        "import sith_lens.compare\n"
+        "assert callable(sl.compare) and sl.compare is sith_lens.compare\n"
+        "assert sith_lens.compare.check_same_shape is sith_lens.compare.__dict__['check_same_shape']\n"
+        "m = sl.load_clip('random:tiny')\n"
+        "assert sl.compare(m, m, progress=False).layers == [0, 1]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
