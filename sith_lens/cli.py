@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the Gradio explorer: Heads, Edit, LUCID and Compare tabs in the browser")
     demo.add_argument("--model", default=DEMO.model, help="model spec as for `info` (default: %(default)s)")
     demo.add_argument("--host", type=host, default=DEMO.host, help="address to serve on (default: %(default)s, this machine only)")
-    demo.add_argument("--port", type=port, default=None, help=f"port (default: {DEMO.port}, or the next free one)")
+    demo.add_argument("--port", type=port, default=None, help="port (default: Gradio's 7860, or the next free one)")
     demo.add_argument("--vocab", default=None, help="concept vocabulary as for `explain`")
     demo.add_argument("--sae", default=None,
                       help="a LUCID SAE folder (cfg.json + sae_weights.safetensors); default: the packaged toy "

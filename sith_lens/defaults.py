@@ -77,9 +77,8 @@ class DemoDefaults:
 
     model: str = "toy"
     host: str = "127.0.0.1"
-    """This machine only; serving elsewhere is a deliberate choice."""
-    port: int = 7860
-    """Gradio's usual port (the next free one is taken when it is busy)."""
+    """This machine only; serving elsewhere is a deliberate choice. The port is Gradio's choice:
+    7860, or the next free one."""
 
 
 EXPLAIN = ExplainDefaults()

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from sith_lens.defaults import EDIT
+from sith_lens.defaults import COMPARE, EDIT
 from sith_lens.limits import MAX_MULTIPLIER
 
 from .images import load_image
@@ -157,11 +157,10 @@ def default_prompts(wb: Workbench, attribute: str = "color") -> list[str]:
 
 
 #: Layers the Edit tab edits by default, as the CLI's ``sith-lens edit``.
-DEFAULT_EDIT_LAYERS = EDIT.layers
 
 
 def edit_spec(wb: Workbench, suppress: Any, amplify: Any, factor: Any, threshold: Any,
-              layers: Any = DEFAULT_EDIT_LAYERS) -> EditSpec:
+              layers: Any = EDIT.layers) -> EditSpec:
     """Check the Edit tab's values and bundle them (``layers``: "all", "-4:" or "0,3,-1")."""
     sup, amp = tuple(parse_list(suppress)), tuple(parse_list(amplify))
     if not sup and not amp:
@@ -203,7 +202,7 @@ def class_probabilities(model: Any, images: list[Image.Image], prompts: list[str
 
 def edit_view(
     wb: Workbench, suppress: Any, amplify: Any, factor: Any, threshold: Any, prompts: Any, upload: Any = None,
-    attribute: str = "color", layers: Any = DEFAULT_EDIT_LAYERS,
+    attribute: str = "color", layers: Any = EDIT.layers,
 ) -> tuple[str, pd.DataFrame, Any, list[tuple[Image.Image, str]]]:
     """Zero-shot predictions before and after an edit: a summary, a table over the sample images
     (one-object toy scenes covering ``attribute``'s values) and the upload, a before/after bar
@@ -270,7 +269,7 @@ def edit_view(
 
 
 def export_edit(wb: Workbench, suppress: Any, amplify: Any, factor: Any, threshold: Any,
-                layers: Any = DEFAULT_EDIT_LAYERS, out_dir: str | Path | None = None) -> Path:
+                layers: Any = EDIT.layers, out_dir: str | Path | None = None) -> Path:
     """Write the edited model as a transformers checkpoint and zip it; returns the zip's path.
     The zip is built under a temporary name and renamed, so a failed export leaves no file.
 
@@ -299,7 +298,7 @@ def export_edit(wb: Workbench, suppress: Any, amplify: Any, factor: Any, thresho
 
 # -- Compare -----------------------------------------------------------------------------------------
 def compare_view(wb: Workbench, source: str, checkpoint: Any, suppress: Any = None, amplify: Any = None,
-                 factor: Any = EDIT.factor, threshold: Any = EDIT.threshold, layers: Any = DEFAULT_EDIT_LAYERS, top: int = 8) -> tuple[str, pd.DataFrame, Any, pd.DataFrame]:
+                 factor: Any = EDIT.factor, threshold: Any = EDIT.threshold, layers: Any = EDIT.layers, top: int = COMPARE.show) -> tuple[str, pd.DataFrame, Any, pd.DataFrame]:
     """Base vs another model: per-layer stability, a layers x heads map of how much each head's
     W_VO moved, and what the largest updates write (SITH of delta W_VO).
 

@@ -129,7 +129,7 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                 with gr.Row():
                     factor = gr.Slider(-1, 4, value=EDIT.factor, step=0.1, label="amplify factor")
                     threshold = gr.Slider(0.05, 1, value=EDIT.threshold, step=0.05, label="threshold (share of an explanation)")
-                    edit_layers = gr.Textbox(sith_views.DEFAULT_EDIT_LAYERS, label="layers ('all', '-4:', '0,3,-1')")
+                    edit_layers = gr.Textbox(EDIT.layers, label="layers ('all', '-4:', '0,3,-1')")
                 start = "shape" if wb.is_toy else "color"
                 with gr.Row():
                     attribute = gr.Dropdown(list(TOY_VALUES), value=start, label="sample scenes vary in", scale=1,
