@@ -23,6 +23,21 @@ would put there), and the share of its mass on background patches, against the b
 of the patches, with the share of words whose plan peaks on background.
 
     python benchmarks/lucid_transport.py      # ~2 min on 2 cores; the last line is JSON
+
+``--mechanisms`` instead trains LUCID once per (mechanism, training seed) and measures, for each
+mechanism that may flatten the plan changed one at a time from the release's recipe, the plan's
+mass and peak on the named object and the codes' pointing, on the words of 2-3-object scenes:
+
+- ``mass_named``: share of a word's plan mass on the object it names (of all its mass, background
+  included); ``mass_named_of_objects``: the same among its mass on objects;
+- ``capacity``: the most a plan *can* put on the named object under its marginals: the named
+  object's share of the patch marginal over the word's share of the words' mass, capped at 1
+  (a uniform patch marginal gives a 5-patch object 5/64 of the mass);
+- ``plan_pointing`` / ``plan_peak_on_background``: where the plan's peak lands;
+- ``pointing`` (the codes), ``dense_cosine`` (the frozen model, the same words) and the number of
+  dead shared latents.
+
+    python benchmarks/lucid_transport.py --mechanisms     # ~40 min on 2 cores; the last line is JSON
 """
 
 from __future__ import annotations
@@ -95,6 +110,98 @@ def mass_on_background(plan: torch.Tensor, words: PointingWords, groups: np.ndar
             "peak_on_background": mean_estimate(peak_off.double().numpy(), groups)}
 
 
+#: Each mechanism that may flatten the plan, changed one at a time from the release's recipe.
+MECHANISMS: dict[str, dict[str, Any]] = {
+    "recipe": {},
+    "patch_marginal_from_saliency": {"ot_patch_saliency": 1.0},
+    "eps_0.02": {"ot_eps": 0.02},
+    "no_grid_smoothing": {"ot_grid_sigma": 0.0},
+    "patch_mass_0.2": {"ot_patch_mass": 0.2},
+    "relative_cost": {"ot_relative_cost": True},
+}
+
+
+def capacity(words: PointingWords, batch: Any, cfg: Any, index: torch.Tensor) -> torch.Tensor:
+    """Per word, the largest share of its mass a plan can put on the named object: the object's
+    patch marginal over the word's mass ``patch_mass * b_t``, capped at 1."""
+    from sith_lens.lucid.transport import _solver_inputs, token_marginals
+
+    out = torch.zeros(len(words))
+    for i, w in enumerate(index.tolist()):
+        p, slot = int(words.pair[w]), int(words.slot[w])
+        content = (batch.token_weights[p] > 0).nonzero().flatten()
+        b = token_marginals(batch.token_weights[p, content].float()[None])
+        log_prior = guidance_prior(batch.patches[p][None].float(), batch.tokens[p, content][None].float(), batch.grid, cfg)
+        _, a = _solver_inputs(torch.zeros_like(log_prior), b, cfg, log_prior)
+        named = (words.patch_labels[w] == words.object[w]).float()
+        word_mass = cfg.patch_mass * float(b[0, (content == slot).nonzero().flatten()].sum())
+        out[i] = min(1.0, float((a[0] * named).sum()) / max(word_mass, 1e-12))
+    return out
+
+
+@torch.no_grad()
+def score_mechanism(sae: Any, acts: PairedActivations) -> dict[str, Any]:
+    """The plan's mass and peak on the named object and the codes' pointing, on 2-3-object scenes."""
+    cfg = config_from_details(getattr(sae.cfg.metadata, "training_architecture_details", None))
+    words, maps = pointing_maps({"lucid": sae}, acts)
+    maps["plan"] = transport_maps(sae, acts, words)["plan"]
+    keep = words.n_objects >= 2
+    index = keep.nonzero().flatten()
+    w = select_words(words, keep)
+    plan = maps["plan"][keep].clamp_min(0)
+    named = w.patch_labels == w.object[:, None]
+    on_object = w.patch_labels >= 0
+    total = plan.sum(1).clamp_min(1e-12)
+    landed = w.patch_labels.gather(1, plan.argmax(1, keepdim=True))[:, 0]
+    batch, patch_codes, _ = encode_pairs(sae, acts, max_pairs=len(acts))
+    s = n_shared(sae)
+    from sith_lens.lucid.pointing import score_heatmap
+    return {
+        "mass_named": float(((plan * named).sum(1) / total).mean()),
+        "mass_named_of_objects": float(((plan * named).sum(1) / (plan * on_object).sum(1).clamp_min(1e-12)).mean()),
+        "capacity": float(capacity(words, batch, cfg, index).mean()),
+        "plan_pointing": float((landed == w.object).float().mean()),
+        "plan_peak_on_background": float((landed < 0).float().mean()),
+        "pointing": float(score_heatmap(maps["lucid"][keep], w).hit.float().mean()),
+        "dense_cosine": float(score_heatmap(maps["dense_cosine"][keep], w).hit.float().mean()),
+        "dead_shared": int(((patch_codes[..., :s] > 0).flatten(0, 1).sum(0) == 0).sum()),
+        "words": len(w),
+    }
+
+
+def mechanisms(names: list[str], train_seeds: list[int], steps: int) -> None:
+    """Train LUCID once per (mechanism, training seed) and print the plan's mass and peak on the
+    named object and the codes' pointing, mean and per seed."""
+    import time
+
+    from sith_lens.lucid.defaults import DEFAULTS
+    from sith_lens.lucid.sae import TrainingLucidSAEConfig, train_lucid
+
+    model = sl.load_clip("toy")
+    train = collect_toy_activations(model, 4096, seed=31, progress=False)
+    held_out = collect_toy_activations(model, N_EVAL, seed=EVAL_SEEDS[0], progress=False)
+    base = TrainingLucidSAEConfig(d_in=train.d_in, d_sae=DEFAULTS.d_sae)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        for seed in train_seeds:
+            start = time.perf_counter()
+            sae = train_lucid(train, replace(base, **MECHANISMS[name]), steps=steps, seed=seed, progress=False)
+            row = {**score_mechanism(sae, held_out), "seed": seed, "minutes": round((time.perf_counter() - start) / 60, 2)}
+            rows.setdefault(name, []).append(row)
+            print(json.dumps({"mechanism": name, **row}), flush=True)
+    keys = ("mass_named", "mass_named_of_objects", "capacity", "plan_pointing", "plan_peak_on_background", "pointing",
+            "dense_cosine", "dead_shared")
+    print("| mechanism | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, rs in rows.items():
+        cells = []
+        for k in keys:
+            vals = [r[k] for r in rs]
+            cells.append(f"{np.mean(vals):.3f} ({', '.join(f'{v:.2f}' if isinstance(v, float) else str(v) for v in vals)})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(json.dumps({"mechanisms": rows, "train_seeds": train_seeds, "steps": steps, "eval_seed": EVAL_SEEDS[0]}))
+
+
 @torch.no_grad()
 def main() -> None:
     model = sl.load_clip("toy")
@@ -138,4 +245,15 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mechanisms", nargs="*", default=None,
+                        help=f"train and score these mechanisms (none named: all of {list(MECHANISMS)})")
+    parser.add_argument("--train-seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=600)
+    args = parser.parse_args()
+    if args.mechanisms is None:
+        main()
+    else:
+        mechanisms(args.mechanisms or list(MECHANISMS), [int(x) for x in args.train_seeds.split(",")], args.steps)

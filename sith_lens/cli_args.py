@@ -102,6 +102,16 @@ def finite_float(low: float | None = None, high: float | None = None, *, low_ope
     return parse
 
 
+def yes_no(text: str) -> bool:
+    """``yes``/``no`` (also ``true``/``false``, ``1``/``0``, ``on``/``off``)."""
+    value = text.strip().lower()
+    if value in ("yes", "true", "1", "on"):
+        return True
+    if value in ("no", "false", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"must be yes or no, got {text!r}")
+
+
 def share(text: str) -> float:
     """A number in (0, 1]."""
     value = _float(text, "a number in (0, 1]")

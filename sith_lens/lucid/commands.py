@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cli_args import finite_float, int_at_least, output_folder, torch_device
+from ..cli_args import finite_float, int_at_least, output_folder, torch_device, yes_no
 from .defaults import DEFAULTS, JOINT, LucidRecipe
 
 #: ``lucid train`` options that set a TrainingLucidSAEConfig loss setting, and what their values must be.
@@ -19,7 +19,8 @@ _LOSS_TYPES: dict[str, Any] = {
     "ot_patch_mass": finite_float(0, 1, low_open=True), "ot_context_weight": finite_float(0, 1),
     "ot_context_temperature": finite_float(0, low_open=True), "ot_grid_sigma": finite_float(0),
     "ot_negatives": int_at_least(0), "ot_nce_temperature": finite_float(0, low_open=True),
-    "ot_cost_k": int_at_least(0), "ot_every": int_at_least(1),
+    "ot_cost_k": int_at_least(0), "ot_every": int_at_least(1), "ot_patch_saliency": finite_float(0, 1),
+    "ot_relative_cost": yes_no,
 }
 
 

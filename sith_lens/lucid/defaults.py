@@ -45,6 +45,8 @@ class LucidRecipe:
     ot_negatives: int = _f(4, "in-batch negatives per image and per caption (0: off)")
     ot_nce_temperature: float = _f(0.1, "temperature of the InfoNCE over transport distances")
     ot_cost_k: int = _f(0, "transport cost on the top ot_cost_k shared pre-activations (0: on the codes)")
+    ot_patch_saliency: float = _f(0.0, "share of the patch marginal taken from the guidance prior's saliency (0: uniform)")
+    ot_relative_cost: bool = _f(False, "solve each plan on its cost divided by its spread over the pair (eps relative to it)")
     ot_every: int = _f(1, "transport loss on every ot_every-th step, weighted ot_every times (1: every step)")
     # -- the run
     steps: int = _f(2000, "optimiser steps")

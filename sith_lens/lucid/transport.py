@@ -63,6 +63,14 @@ class GCMTConfig:
     n_negatives: int = DEFAULTS.ot_negatives
     #: Temperature of that InfoNCE over transport distances.
     nce_temperature: float = DEFAULTS.ot_nce_temperature
+    #: Share of the patch marginal taken from the frozen model's saliency (each patch's prior mass
+    #: summed over the caption's words) instead of spread evenly; 0 is the uniform marginal of the
+    #: reference formulation. Only matched pairs use it (a negative's prior is uniform).
+    patch_saliency: float = DEFAULTS.ot_patch_saliency
+    #: Solve each plan on its cost divided by the cost's spread over the pair (max - min), so that
+    #: ``eps`` is relative to how much the costs differ rather than to their [0, 1] range. The loss
+    #: still reads the raw cost.
+    relative_cost: bool = DEFAULTS.ot_relative_cost
 
     def __post_init__(self) -> None:
         check_finite_fields(self, "GCMT settings")
@@ -75,12 +83,13 @@ class GCMTConfig:
             "context_temperature": self.context_temperature > 0,
             "grid_sigma": self.grid_sigma >= 0,
             "nce_temperature": self.nce_temperature > 0,
+            "patch_saliency": 0.0 <= self.patch_saliency <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"invalid GCMT settings {bad}: need eps > 0, n_iter >= 1, 0 < patch_mass <= 1, n_negatives >= 0, 0 <= context_weight < 1, "
-                f"context_temperature > 0, grid_sigma >= 0, nce_temperature > 0; got {self}"
+                f"context_temperature > 0, grid_sigma >= 0, nce_temperature > 0, 0 <= patch_saliency <= 1; got {self}"
             )
 
 
@@ -98,6 +107,9 @@ class GCMTOutput(NamedTuple):
     plans: Float[Tensor, "B N L"]
     #: Largest deviation of a plan's marginals from (a, b) before grid smoothing.
     marginal_error: float
+    #: Mean share of a matched word's plan mass on its heaviest patch (``plan_peak_share``): near 1
+    #: the plan has collapsed onto single patches, near 1/N it is uniform.
+    peak_share: float = float("nan")
 
 
 def unit_rows(codes: Float[Tensor, "... n"]) -> Float[Tensor, "... n"]:
@@ -262,10 +274,12 @@ def gcmt_loss(
     met = torch.cat([t_all[(mine + sh) % n_pairs] for sh in rolls], 1)  # [b, (1 + S) L, n]
     n_tokens = token_codes.shape[1]
     costs = (1.0 - p_hat @ met.transpose(-1, -2)).unflatten(-1, (len(rolls), n_tokens)).movedim(-2, 0)  # [1 + S, b, N, L]
-    guided = torch.cat([costs[0].detach() - cfg.eps * log_prior, costs[1:].detach().flatten(0, 1)])
     marginals = torch.cat([b_all[(mine + sh) % n_pairs] for sh in rolls])
+    matched_cost, matched_a = _solver_inputs(costs[0], marginals[:n_local], cfg, log_prior)
+    negative_cost, negative_a = _solver_inputs(costs[1:].flatten(0, 1), marginals[n_local:], cfg)
     # one batched Sinkhorn solve for the matched pairs and every negative
-    plans, error = _partial_plans(guided, marginals, cfg)
+    plans, error = _partial_plans(torch.cat([matched_cost, negative_cost]), torch.cat([matched_a, negative_a]),
+                                  marginals, cfg)
     words = (smooth @ plans[..., :n_tokens]).reshape(n_neg + 1, n_local, n_patches, n_tokens)
     distance = group.gather(((words * costs).sum((-1, -2)) / cfg.patch_mass).T).T  # [1 + S, B]
     matched = distance[0]
@@ -281,16 +295,56 @@ def gcmt_loss(
                      + F.cross_entropy(-text_to_image / cfg.nce_temperature, target))
     plans = plans[:n_local, :, :n_tokens]
     if not math.isfinite(error):
-        raise FloatingPointError("Sinkhorn produced non-finite plans; check the codes for NaN")
-    return GCMTOutput(matched_distance + nce, matched_distance, nce, plans.detach(), error)
+        raise FloatingPointError("Sinkhorn produced non-finite plans (check the codes for NaN; with a small ot_eps, "
+                                 f"eps={cfg.eps}, raise it)")
+    return GCMTOutput(matched_distance + nce, matched_distance, nce, plans.detach(), error,
+                      plan_peak_share(plans.detach(), marginals[:n_local] > 0))
 
 
-def _partial_plans(cost: Float[Tensor, "P N L"], b: Float[Tensor, "P L"], cfg: GCMTConfig) -> tuple[Tensor, float]:
-    """Plans that move ``patch_mass`` of the uniform patch mass to the words (marginal
+def plan_peak_share(plans: Float[Tensor, "B N L"], weighted: Float[Tensor, "B L"]) -> float:
+    """Mean share of a word's plan mass on its single heaviest patch, over the weighted token
+    slots: 1 when every word's mass sits on one patch (a collapsed plan), 1/N when it is spread
+    evenly (a uniform plan).
+
+    Example:
+        >>> plan_peak_share(torch.full((1, 4, 2), 0.125), torch.ones(1, 2, dtype=torch.bool))
+        0.25
+    """
+    column = plans.sum(1).clamp_min(1e-30)
+    share = plans.amax(1) / column
+    return float(share[weighted].mean()) if bool(weighted.any()) else float("nan")
+
+
+def _solver_inputs(
+    cost: Float[Tensor, "P N L"],
+    b: Float[Tensor, "P L"],
+    cfg: GCMTConfig,
+    log_prior: Float[Tensor, "P N L"] | None = None,
+) -> tuple[Float[Tensor, "P N L"], Float[Tensor, "P N"]]:
+    """The cost Sinkhorn solves (detached; relative to its spread when ``relative_cost``; minus
+    ``eps * log prior`` when a prior is given) and the patch marginal (uniform, or partly the
+    prior's saliency ``sum_t b_t q[p, t]`` when ``patch_saliency`` > 0 and a prior is given)."""
+    c = cost.detach().float()
+    if cfg.relative_cost:
+        weighted = (b > 0)[:, None, :]
+        top = c.masked_fill(~weighted, -math.inf).flatten(1).amax(1)
+        low = c.masked_fill(~weighted, math.inf).flatten(1).amin(1)
+        c = c / (top - low).clamp_min(1e-3)[:, None, None]
+    a = c.new_full(c.shape[:2], 1.0 / c.shape[1])
+    if log_prior is not None:
+        c = c - cfg.eps * log_prior
+        if cfg.patch_saliency > 0:
+            saliency = (log_prior.exp() * b[:, None, :]).sum(-1)  # b sums to 1 per problem
+            a = (1 - cfg.patch_saliency) * a + cfg.patch_saliency * saliency / saliency.sum(-1, keepdim=True)
+    return c, a
+
+
+def _partial_plans(cost: Float[Tensor, "P N L"], a: Float[Tensor, "P N"], b: Float[Tensor, "P L"],
+                   cfg: GCMTConfig) -> tuple[Tensor, float]:
+    """Plans that move ``patch_mass`` of the patch mass ``a`` to the words (marginal
     ``patch_mass * b``) and the rest to an extra "no word" column of constant cost (zero: a
     constant there changes no plan, since that column's mass is fixed)."""
     n_problems, n_patches, _ = cost.shape
-    a = torch.full((n_problems, n_patches), 1.0 / n_patches, device=cost.device)
     if cfg.patch_mass >= 1.0:
         return sinkhorn_plans(cost, a, b, cfg.eps, cfg.n_iter)
     dustbin = cost.new_zeros(n_problems, n_patches, 1)
@@ -301,7 +355,8 @@ def _partial_plans(cost: Float[Tensor, "P N L"], b: Float[Tensor, "P L"], cfg: G
 #: ``GCMTConfig`` field of each ``ot_*`` training setting saved in an SAE's metadata.
 _SAVED_SETTINGS = {"ot_eps": "eps", "ot_iterations": "n_iter", "ot_patch_mass": "patch_mass",
                    "ot_context_weight": "context_weight", "ot_context_temperature": "context_temperature",
-                   "ot_grid_sigma": "grid_sigma", "ot_negatives": "n_negatives", "ot_nce_temperature": "nce_temperature"}
+                   "ot_grid_sigma": "grid_sigma", "ot_negatives": "n_negatives", "ot_nce_temperature": "nce_temperature",
+                   "ot_patch_saliency": "patch_saliency", "ot_relative_cost": "relative_cost"}
 
 
 def config_from_details(details: dict | None) -> GCMTConfig:
@@ -339,7 +394,9 @@ def pair_plan(
         torch.Size([64, 3])
     """
     cost = cosine_cost(patch_codes.float(), token_codes.float())[None]
+    b = token_marginals(token_weights.float()[None])
+    log_prior = None
     if patch_inputs is not None and token_inputs is not None:
-        cost = cost - cfg.eps * guidance_prior(patch_inputs[None], token_inputs[None], grid, cfg)
-    plans, _ = _partial_plans(cost, token_marginals(token_weights.float()[None]), cfg)
+        log_prior = guidance_prior(patch_inputs[None], token_inputs[None], grid, cfg)
+    plans, _ = _partial_plans(*_solver_inputs(cost, b, cfg, log_prior), b, cfg)
     return plans[0, :, : token_codes.shape[0]]

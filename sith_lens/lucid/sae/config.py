@@ -134,6 +134,8 @@ class TrainingLucidSAEConfig(LucidShape, TrainingSAEConfig):
     ot_grid_sigma: float = DEFAULTS.ot_grid_sigma
     ot_negatives: int = DEFAULTS.ot_negatives
     ot_nce_temperature: float = DEFAULTS.ot_nce_temperature
+    ot_patch_saliency: float = DEFAULTS.ot_patch_saliency
+    ot_relative_cost: bool = DEFAULTS.ot_relative_cost
     #: Top-K passes no gradient to the latents it drops, so a cost on a wider cut than the codes
     #: also lifts latents just below it; 0 computes the cost on the codes (the reference formulation).
     ot_cost_k: int = DEFAULTS.ot_cost_k

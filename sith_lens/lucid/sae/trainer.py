@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -193,6 +194,7 @@ class LucidTrainer(SAETrainer):
             raise TrainingDivergedError(self.n_training_steps + 1, f"non-finite loss terms {bad}")
         if "ot_matched_distance" in out.metrics:  # a transport step: keep its loss for the progress bar
             self.last_gcmt = float(out.losses["gcmt"].detach()) / sae.cfg.ot_every
+            self._check_plan(out.metrics.get("ot_plan_peak_share", float("nan")), batch.patches.shape[1])
         with torch.no_grad():  # firing over the rows of every process
             firing = out.feature_acts != 0
             self.n_forward_passes_since_fired += 1
@@ -212,6 +214,26 @@ class LucidTrainer(SAETrainer):
 
     #: The GCMT loss of the last transport step, per step (divided by ``ot_every``), for display.
     last_gcmt: float | None = None
+    #: Whether a collapsed or uniform plan was already reported (once per run).
+    _plan_warned: bool = False
+
+    def _check_plan(self, peak_share: float, n_patches: int) -> None:
+        """Warn once, after the transport's warm-up, when the plan collapses (a word's mass on a
+        single patch) or is uniform (spread evenly over every patch): either way it aligns nothing."""
+        step = self.n_training_steps + 1
+        if self._plan_warned or step <= self.sae.cfg.ot_warm_up_steps or not math.isfinite(peak_share):
+            return
+        if peak_share > PLAN_COLLAPSED:
+            what = (f"collapsed: a word's plan puts {peak_share:.0%} of its mass on one patch on average; "
+                    f"raise ot_eps (now {self.sae.cfg.ot_eps})")
+        elif peak_share < PLAN_UNIFORM * (1.0 / n_patches):
+            what = (f"uniform: a word's heaviest patch holds {peak_share:.4f} of its mass, as a uniform plan over "
+                    f"{n_patches} patches would ({1 / n_patches:.4f}); lower ot_eps (now {self.sae.cfg.ot_eps}) or "
+                    "raise ot_context_weight")
+        else:
+            return
+        self._plan_warned = True
+        warnings.warn(f"LUCID's transport plan at step {step} is {what}", PlanWarning, stacklevel=2)
 
     def _update_pbar(self, step_output: TrainStepOutput, pbar: Any, update_interval: int = 100) -> None:
         """SAETrainer's bar shows the losses of the step it lands on, which with lazy transport is
@@ -221,6 +243,16 @@ class LucidTrainer(SAETrainer):
         super()._update_pbar(step_output, pbar, update_interval)
 
 
+
+
+class PlanWarning(UserWarning):
+    """A LUCID run's transport plan collapsed onto single patches or became uniform."""
+
+
+#: A plan whose words put more than this share of their mass on one patch has collapsed.
+PLAN_COLLAPSED = 0.95
+#: A plan whose words' heaviest patch holds less than this multiple of 1/N is uniform.
+PLAN_UNIFORM = 1.5
 
 
 def train_lucid(
@@ -279,6 +311,11 @@ def train_lucid(
         raise ValueError(f"need steps >= 1 and batch_size >= 2 (pairs per step), got {steps}, {batch_size}")
     if n_checkpoints and out_dir is None:
         raise ValueError("n_checkpoints needs an out_dir to write them to")
+    if sae_cfg.ot_coefficient > 0 and isinstance(acts, PairedActivations):
+        empty = torch.nonzero(acts.token_weights.sum(-1) <= 0).flatten().tolist()
+        if empty:
+            raise ValueError(f"pairs {empty[:10]} have captions with no weighted token, so the transport's token "
+                             "marginal sums to zero there; keep the others (acts.subset(indices)) or pass ot_coefficient=0")
     group = ProcessGroup.from_environment(device)
     try:
         return _train(acts, sae_cfg, steps, batch_size, lr, seed, out_dir, n_checkpoints, resume_from,

@@ -162,7 +162,8 @@ class TrainingLucidSAE(TrainingSAE[TrainingLucidSAEConfig]):
             cost_codes = {m: topk_relu(pres[m][:, : cfg.n_shared], k) for m in MODALITIES}
             out = self.gcmt_terms(batch, cost_codes["vision"], cost_codes["text"], step_input.n_training_steps)
             losses["gcmt"] = coefficients["ot"] * cfg.ot_every * out.loss
-            metrics.update(ot_matched_distance=out.matched_distance.detach(), ot_marginal_error=out.marginal_error)
+            metrics.update(ot_matched_distance=out.matched_distance.detach(), ot_marginal_error=out.marginal_error,
+                           ot_plan_peak_share=out.peak_share)
         return TrainStepOutput(
             sae_in=torch.cat([inputs["vision"], inputs["text"]]),
             sae_out=torch.cat([recons["vision"], recons["text"]]),
