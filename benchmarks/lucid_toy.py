@@ -205,7 +205,7 @@ def correspondence(sae: Any, acts: PairedActivations, top: int = 20) -> dict[str
     g2 = acts.patches.shape[1]
     labels = acts.extras["image.patch_labels"].reshape(len(acts), -1)
     values = acts.extras["image.values"]
-    agree, alive = 0, 0
+    agree, alive, items = 0, 0, []
     for latent in range(s):
         if not ((flat_tokens[:, latent] > 0).any() and (flat_patches[:, latent] > 0).any()):
             continue
@@ -213,6 +213,7 @@ def correspondence(sae: Any, acts: PairedActivations, top: int = 20) -> dict[str
         t_top = flat_tokens[:, latent].topk(top)
         names = [int(flat_named[i]) for v, i in zip(t_top.values.tolist(), t_top.indices.tolist()) if v > 0 and flat_named[i] >= 0]
         if not names:
+            items.append(0.0)
             continue
         value = Counter(names).most_common(1)[0][0]
         attribute, v = divmod(value, 100)
@@ -224,9 +225,11 @@ def correspondence(sae: Any, acts: PairedActivations, top: int = 20) -> dict[str
             pair, patch = divmod(i, g2)
             obj = int(labels[acts.image_index[pair], patch])
             holds.append(obj >= 0 and int(values[acts.image_index[pair], obj, attribute]) == v)
-        agree += bool(holds) and sum(holds) / len(holds) > 0.5
+        agrees = bool(holds) and sum(holds) / len(holds) > 0.5
+        agree += agrees
+        items.append(float(agrees))
     return {"correspondence": round(agree / max(alive, 1), 4), "correspondence_of_all_shared": round(agree / s, 4),
-            "shared_alive_in_both": alive}
+            "shared_alive_in_both": alive, "_latent_agrees": items}
 
 
 def label_stats(labels: list[str | None]) -> dict[str, float]:
@@ -338,6 +341,7 @@ def step_time_ratio(train: PairedActivations, cfg: TrainingLucidSAEConfig, batch
 def scores(name: str, sae: Any, held_out: PairedActivations, model: Any, with_labels: bool) -> dict[str, Any]:
     out: dict[str, Any] = {**reconstruction_report(sae, held_out), **pointing_game(sae, held_out),
                            **correspondence(sae, held_out)}
+    out.pop("_latent_agrees")
     if with_labels:
         report = label_latents(sae, held_out, model)
         batch, patch_codes, token_codes = encode_pairs(sae, held_out)

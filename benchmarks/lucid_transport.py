@@ -121,21 +121,22 @@ MECHANISMS: dict[str, dict[str, Any]] = {
 }
 
 
-def capacity(words: PointingWords, batch: Any, cfg: Any, index: torch.Tensor) -> torch.Tensor:
+def capacity(words: PointingWords, batch: Any, token_objects: torch.Tensor, cfg: Any, index: torch.Tensor) -> torch.Tensor:
     """Per word, the largest share of its mass a plan can put on the named object: the object's
-    patch marginal over the word's mass ``patch_mass * b_t``, capped at 1."""
+    patch marginal over the mass ``patch_mass * sum b_t`` of every word of the caption that names
+    that object (they share its patches), capped at 1."""
     from sith_lens.lucid.transport import _solver_inputs, token_marginals
 
-    out = torch.zeros(len(words))
+    out = torch.zeros(len(index))
     for i, w in enumerate(index.tolist()):
-        p, slot = int(words.pair[w]), int(words.slot[w])
+        p, obj = int(words.pair[w]), int(words.object[w])
         content = (batch.token_weights[p] > 0).nonzero().flatten()
         b = token_marginals(batch.token_weights[p, content].float()[None])
         log_prior = guidance_prior(batch.patches[p][None].float(), batch.tokens[p, content][None].float(), batch.grid, cfg)
         _, a = _solver_inputs(torch.zeros_like(log_prior), b, cfg, log_prior)
-        named = (words.patch_labels[w] == words.object[w]).float()
-        word_mass = cfg.patch_mass * float(b[0, (content == slot).nonzero().flatten()].sum())
-        out[i] = min(1.0, float((a[0] * named).sum()) / max(word_mass, 1e-12))
+        named = (words.patch_labels[w] == obj).float()
+        same_object = token_objects[p, content] == obj
+        out[i] = min(1.0, float((a[0] * named).sum()) / max(cfg.patch_mass * float(b[0, same_object].sum()), 1e-12))
     return out
 
 
@@ -159,7 +160,7 @@ def score_mechanism(sae: Any, acts: PairedActivations) -> dict[str, Any]:
     return {
         "mass_named": float(((plan * named).sum(1) / total).mean()),
         "mass_named_of_objects": float(((plan * named).sum(1) / (plan * on_object).sum(1).clamp_min(1e-12)).mean()),
-        "capacity": float(capacity(words, batch, cfg, index).mean()),
+        "capacity": float(capacity(words, batch, acts.extras["pair.token_objects"][:, :batch.tokens.shape[1]], cfg, index).mean()),
         "plan_pointing": float((landed == w.object).float().mean()),
         "plan_peak_on_background": float((landed < 0).float().mean()),
         "pointing": float(score_heatmap(maps["lucid"][keep], w).hit.float().mean()),

@@ -142,3 +142,22 @@ def test_a_collapsed_or_uniform_plan_warns_with_the_step_and_the_figure(toy_acts
     with warnings.catch_warnings():
         warnings.simplefilter("error", PlanWarning)
         train_lucid(toy_acts, training_cfg(ot_warm_up_steps=1), steps=4, batch_size=8, progress=False)
+
+
+def test_scaling_domain_sinkhorn_gives_the_log_domain_plans_and_falls_back_on_wide_costs():
+    import ot.batch
+
+    from sith_lens.lucid.transport import SCALING_DOMAIN_RANGE, sinkhorn_plans
+
+    torch.manual_seed(3)
+    cost = torch.rand(6, 16, 5) + 0.3 * torch.randn(6, 16, 1)  # rows at different levels
+    a, b = torch.full((6, 16), 1 / 16), torch.softmax(torch.randn(6, 5), -1)
+    plans, err = sinkhorn_plans(cost, a, b, eps=0.05, n_iter=200)
+    log = ot.batch.solve_batch(cost, reg=0.05, a=a, b=b, max_iter=200, tol=1e-5, method="log_sinkhorn",
+                               grad="detach").plan
+    assert err < 1e-4 and torch.allclose(plans, log, atol=1e-6)
+    # a cost spanning 200 eps would underflow exp(-C / eps): the log domain solves it
+    wide = cost * (200 * 0.01 / float(cost.max() - cost.min()))
+    assert float((wide - wide.amin(-1, keepdim=True)).amax()) > SCALING_DOMAIN_RANGE * 0.01
+    plans, err = sinkhorn_plans(wide, a, b, eps=0.01, n_iter=500)
+    assert bool(torch.isfinite(plans).all()) and err < 1e-3

@@ -16,7 +16,7 @@ from PIL import Image
 from .images import load_image, model_view, overlay, patch_crop
 from .workbench import Workbench
 
-#: Words of a caption shown as transport-plan maps.
+#: Words of a caption shown as maps (each as its transport plan and its shared-code heat map).
 MAX_WORD_MAPS = 8
 
 
@@ -146,8 +146,13 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
                                colorbar=dict(title="share")))
     fig.update_layout(title="Transport plan: where each word's mass goes (patches × words)", height=420,
                       margin=dict(l=60, r=20, t=50, b=60), yaxis=dict(autorange="reversed"))
-    word_maps = [(overlay(image, share[:, i].reshape(grid, grid).numpy()), f"{tokens[i]}")
-                 for i in range(len(tokens)) if content[i]][:MAX_WORD_MAPS]
+    # per word, side by side: where its transport mass lands, and where its shared code meets the
+    # patches' (the heat map the pointing game scores): the target and what the codes learned of it
+    codes = zp @ zt.T  # [N, L]
+    word_maps = []
+    for i in [i for i in range(len(tokens)) if content[i]][:MAX_WORD_MAPS]:
+        word_maps.append((overlay(image, share[:, i].reshape(grid, grid).numpy()), f"{tokens[i]}: transport plan"))
+        word_maps.append((overlay(image, codes[:, i].reshape(grid, grid).numpy()), f"{tokens[i]}: shared codes"))
 
     shared_count = int((both > 0).sum())
     caption_fvu = f"{float(fvu(token_x, sae.text(token_x))):.3f}" if len(tokens) > 1 else "n/a (one token)"

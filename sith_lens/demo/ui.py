@@ -170,7 +170,8 @@ def build_demo(wb: Workbench) -> gr.Blocks:
                 token_table = gr.Dataframe(label="Per-token activations", interactive=False, wrap=True)
                 with gr.Row():
                     plan = gr.Plot(label="Transport plan")
-                    word_maps = gr.Gallery(label="Where each word's transport mass lands", columns=4, height=420)
+                    word_maps = gr.Gallery(label="Per word: where its transport mass lands, and where its shared code "
+                                                 "meets the patches'", columns=4, height=420)
                 gr.Markdown("### Feature browser")
                 with gr.Row():
                     feature = gr.Dropdown([], label="labelled shared latent", allow_custom_value=True, scale=3)
