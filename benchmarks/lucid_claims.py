@@ -153,8 +153,12 @@ def score_cell(saes: dict[str, Any], acts: Any, model: Any) -> dict[str, Any]:
         term = [x.label if alive[x.latent] else None for x in report.labels]
         sim = similarity_labels(sae, model, alive)
         auto = auto_label_accuracy(report, acts)
+        labels_grid = acts.extras["image.patch_labels"].reshape(acts.patches.shape[0], -1)
+        grid = acts.grid
+        on_background = [float(np.mean([int(labels_grid[i, r * grid + c]) < 0 for i, r, c, _ in x.top_patches]))
+                         for x in report.labels if x.label in WORDS and x.top_patches]
         out[name] = {
-            **correspondence(sae, acts), "dead_shared": dead_shared(sae, acts),
+            **correspondence(sae, acts), "dead_shared": dead_shared(sae, acts), "top_patches_on_background": on_background,
             "auto_items": auto["_items"]["own"], "auto_chance": auto["_items"]["chance"],
             "term_labels": {**label_stats(term), **effective_labels(term)},
             "term_word_labels": {**label_stats([x if x in WORDS else None for x in term]), **effective_labels(term)},
@@ -197,6 +201,8 @@ def summarise(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "similarity_label_accuracy": mean_estimate(pooled(model, "similarity_items")).to_json()
             if pooled(model, "similarity_items") else None,
             "dead_shared": [per_cell[c]["dead_shared"] for c in names],
+            "top_patches_on_background": mean_estimate(pooled(model, "top_patches_on_background")).to_json()
+            if pooled(model, "top_patches_on_background") else None,
         }
         for kind in ("term_labels", "term_word_labels", "similarity_labels"):
             stats = [per_cell[c][kind] for c in names]
@@ -229,6 +235,8 @@ def print_table(s: dict[str, Any]) -> None:
          f"{s['raw_similarity']['spread']:.3f}"),
         ("similarity-label accuracy", e(l["similarity_label_accuracy"]),
          f"{e(b['similarity_label_accuracy'])}; raw embeddings {e(s['raw_similarity']['accuracy'])}"),
+        ("labelled latents' top patches on background", e(l["top_patches_on_background"]),
+         e(b["top_patches_on_background"])),
         ("dead shared latents", str(l["dead_shared"]), str(b["dead_shared"])),
     ]
     print("| claim | LUCID | baseline |\n|---|---|---|")

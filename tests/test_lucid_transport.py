@@ -161,3 +161,24 @@ def test_scaling_domain_sinkhorn_gives_the_log_domain_plans_and_falls_back_on_wi
     assert float((wide - wide.amin(-1, keepdim=True)).amax()) > SCALING_DOMAIN_RANGE * 0.01
     plans, err = sinkhorn_plans(wide, a, b, eps=0.01, n_iter=500)
     assert bool(torch.isfinite(plans).all()) and err < 1e-3
+
+
+def test_the_step_transports_the_shared_codes_it_reconstructs_with(toy_acts):
+    """The transport cost reads the shared block's Top-K picks of the reconstruction (no second
+    Top-K): the same loss as transporting ``topk_relu`` of the shared pre-activations."""
+    from sae_lens.saes.sae import TrainStepInput
+
+    from sith_lens.lucid.sae import TrainingLucidSAE
+    from sith_lens.lucid.sparse import topk_relu
+
+    torch.manual_seed(0)
+    cfg = training_cfg(ot_patch_saliency=1.0)
+    sae = TrainingLucidSAE(cfg)
+    sae.initialize_from_data(toy_acts)
+    batch = toy_acts.batch_at(0, 8, seed=1)
+    out = sae.training_forward_pass(TrainStepInput(sae_in=batch, coefficients={"ot": 1.0, "aux": 0.0},
+                                                   dead_neuron_mask=None, n_training_steps=3, is_logging_step=False))
+    codes = {m: topk_relu(sae.visible_pre_activations(x, m)[:, : cfg.n_shared], cfg.k_shared)
+             for m, x in (("vision", batch.patch_rows), ("text", batch.token_rows))}
+    expected = sae.gcmt_terms(batch, codes["vision"], codes["text"], 3).loss
+    assert torch.allclose(out.losses["gcmt"], expected, atol=1e-6)

@@ -137,7 +137,7 @@ class TrainingLucidSAE(TrainingSAE[TrainingLucidSAEConfig]):
         coefficients = step_input.coefficients
         dead = step_input.dead_neuron_mask
         inputs = {"vision": batch.patch_rows, "text": batch.token_rows}
-        pres, recons, dense, losses = {}, {}, {}, {}
+        pres, recons, dense, losses, shared_picks = {}, {}, {}, {}, {}
         aux = batch.patches.new_zeros(())
         for modality in MODALITIES:
             # the visible latents only, and a sparse decode: no full-width tensors on the gradient path
@@ -145,6 +145,7 @@ class TrainingLucidSAE(TrainingSAE[TrainingLucidSAEConfig]):
             scale, b_dec = getattr(self, f"scale_{modality}"), getattr(self, f"b_dec_{modality}")
             pres[modality] = self.visible_pre_activations(x, modality)
             values, indices = block_topk_indices(pres[modality], cfg.n_shared, cfg.k_shared, cfg.k_private)
+            shared_picks[modality] = (values[:, : cfg.k_shared], indices[:, : cfg.k_shared])  # shared block first
             indices = visible[indices]
             recons[modality] = (decode_sparse(values, indices, self.W_dec) + b_dec) * scale
             with torch.no_grad():  # full-width codes and pre-activations, for the trainer's firing counts
@@ -158,8 +159,11 @@ class TrainingLucidSAE(TrainingSAE[TrainingLucidSAEConfig]):
         losses["gcmt"] = batch.patches.new_zeros(())
         if coefficients.get("ot", 0) > 0 and step_input.n_training_steps % cfg.ot_every == 0:
             # the shared block comes first among a modality's visible latents
-            k = cfg.ot_cost_k or cfg.k_shared
-            cost_codes = {m: topk_relu(pres[m][:, : cfg.n_shared], k) for m in MODALITIES}
+            if cfg.ot_cost_k:
+                cost_codes = {m: topk_relu(pres[m][:, : cfg.n_shared], cfg.ot_cost_k) for m in MODALITIES}
+            else:  # the shared codes themselves, from the picks above (no second Top-K)
+                cost_codes = {m: pres[m].new_zeros(len(pres[m]), cfg.n_shared).scatter(-1, shared_picks[m][1], shared_picks[m][0])
+                              for m in MODALITIES}
             out = self.gcmt_terms(batch, cost_codes["vision"], cost_codes["text"], step_input.n_training_steps)
             losses["gcmt"] = coefficients["ot"] * cfg.ot_every * out.loss
             metrics.update(ot_matched_distance=out.matched_distance.detach(), ot_marginal_error=out.marginal_error,
