@@ -121,10 +121,6 @@ MECHANISMS: dict[str, dict[str, Any]] = {
     # the one that lifts the plan's mass on the named object, with the settings that raise its cap
     "saliency+patch_mass_0.2": {"ot_patch_saliency": 1.0, "ot_patch_mass": 0.2},
     "saliency+context_0.9": {"ot_patch_saliency": 1.0, "ot_context_weight": 0.9},
-    "saliency+context_0.9+patch_mass_0.2": {"ot_patch_saliency": 1.0, "ot_context_weight": 0.9, "ot_patch_mass": 0.2},
-    # a sharper plan is worth more weight
-    "saliency+patch_mass_0.2+weight_1": {"ot_patch_saliency": 1.0, "ot_patch_mass": 0.2, "ot_coefficient": 1.0},
-    "saliency+patch_mass_0.2+weight_2": {"ot_patch_saliency": 1.0, "ot_patch_mass": 0.2, "ot_coefficient": 2.0},
 }
 
 

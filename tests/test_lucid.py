@@ -168,7 +168,7 @@ def test_gcmt_loss_marginals_prior_and_gradient():
     weights = torch.ones(b, length)
     weights[:, 4:] = 0
     weights[:, 0] = 0.1
-    cfg = GCMTConfig(n_iter=200, patch_mass=0.4)
+    cfg = GCMTConfig(n_iter=200, patch_mass=0.4, patch_saliency=0.0)  # the uniform patch marginal
     log_prior = guidance_prior(torch.randn(b, n, 8), torch.randn(b, length, 8), grid=4, cfg=cfg)
     torch.testing.assert_close(log_prior.exp().sum(1), torch.ones(b, length))
     out = gcmt_loss(zp, zt, weights, log_prior, grid=4, cfg=cfg, generator=torch.Generator().manual_seed(0))

@@ -44,7 +44,7 @@ def test_a_uniform_patch_marginal_caps_the_mass_a_word_can_put_on_a_small_object
     zp[:2] = torch.tensor([0.0, 1.0, 0.0, 0.0])  # a 2-patch object
     zt = torch.tensor([[0.0, 1.0, 0.0, 0.0]])  # the word that names it
     b = torch.ones(1, 1)
-    cfg = GCMTConfig(eps=0.02, patch_mass=0.5, context_weight=0.0, grid_sigma=0.0)
+    cfg = GCMTConfig(eps=0.02, patch_mass=0.5, context_weight=0.0, grid_sigma=0.0, patch_saliency=0.0)
     cost = cosine_cost(zp, zt)[None]
     # a saliency prior that points at the object: log q with 90 % of each word's mass on its patches
     q = torch.full((1, n, 1), 0.1 / (n - 2))
@@ -63,9 +63,10 @@ def test_a_uniform_patch_marginal_caps_the_mass_a_word_can_put_on_a_small_object
 def test_saliency_marginal_only_for_matched_pairs_and_zero_is_the_reference():
     zp, zt, xp, xt = one_pair()
     log_q = guidance_prior(xp[None], xt[None], 4, GCMTConfig())
+    assert GCMTConfig().patch_saliency == 1.0  # the recipe's
     b = token_marginals(torch.ones(1, 3))
-    _, a_ref = _solver_inputs(cosine_cost(zp, zt)[None], b, GCMTConfig(), log_q)
-    assert torch.allclose(a_ref, torch.full((1, 16), 1 / 16))  # patch_saliency=0: uniform, as before
+    _, a_ref = _solver_inputs(cosine_cost(zp, zt)[None], b, GCMTConfig(patch_saliency=0.0), log_q)
+    assert torch.allclose(a_ref, torch.full((1, 16), 1 / 16))  # patch_saliency=0: uniform, the reference
     _, a_neg = _solver_inputs(cosine_cost(zp, zt)[None], b, GCMTConfig(patch_saliency=1.0))  # no prior: a negative
     assert torch.allclose(a_neg, torch.full((1, 16), 1 / 16))
     _, a_sal = _solver_inputs(cosine_cost(zp, zt)[None], b, GCMTConfig(patch_saliency=1.0), log_q)
@@ -132,7 +133,8 @@ def test_a_collapsed_or_uniform_plan_warns_with_the_step_and_the_figure(toy_acts
     # a tiny eps on a sharp prior sends each word's mass to one patch
     with pytest.warns(PlanWarning, match=r"step \d+ is collapsed: .*% of its mass on one patch.*raise ot_eps"):
         train_lucid(toy_acts, training_cfg(ot_eps=1e-3, ot_warm_up_steps=1, ot_context_weight=0.99,
-                                           ot_context_temperature=0.001, ot_grid_sigma=0.0, ot_patch_mass=0.02),
+                                           ot_context_temperature=0.001, ot_grid_sigma=0.0, ot_patch_mass=0.02,
+                                           ot_patch_saliency=0.0),
                     steps=4, batch_size=8, progress=False)
     # a huge eps with no guidance spreads it evenly
     with pytest.warns(PlanWarning, match=r"step \d+ is uniform: .*0\.0156.*lower ot_eps"):
