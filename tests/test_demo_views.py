@@ -252,7 +252,8 @@ def test_lucid_probe_on_a_sample(wb):
     content = [i for i, w in enumerate(words) if w not in ("a", "an", "the", "on", "at", "of", "with", "and", "in")]
     np.testing.assert_allclose(share[:, content].sum(0), 1.0, atol=1e-4)  # each word's mass over patches
     assert share.shape == (64, len(words))
-    shown = words[:8]  # every word has some transport weight (function words 0.1)
+    weight = dict(zip(range(len(words)), probe.token_table["OT weight"]))
+    shown = [words[i] for i in sorted(range(len(words)), key=lambda i: (-weight[i], i))][:8]  # content words first
     assert [c for _, c in probe.word_maps] == [f"{w}: {kind}" for w in shown for kind in ("transport plan", "shared codes")]
     assert probe.image.size == image.size and "shared latents fire" in probe.summary
 
