@@ -1,17 +1,20 @@
 """GCMT, guided cross-modal transport: entropic optimal transport between the shared codes of an
-image's patches and those of its caption's tokens, solved with POT in the log domain.
+image's patches and those of its caption's tokens, solved with POT's batched Sinkhorn.
 
 For image i and caption j the cost between patch p and token t is the cosine distance between
 their shared codes, ``C[p, t] = 1 - cos(z_p, z_t)``, in [0, 1] since codes are non-negative. The
 plan T* solves
 
-    min_T <T, C> + eps * KL(T || G)   with   T 1 = a (uniform over patches),  T^T 1 = b (token weights)
+    min_T <T, C> + eps * KL(T || G)   with   T 1 = a (patch marginal),  T^T 1 = b (token weights)
 
 where G is the guidance prior (``guidance_prior``), made partial: only ``patch_mass`` of the
 patch mass goes to words, the rest to a "no word" column, so that background patches need not be
 matched to any word (the dustbin trick; ``patch_mass=1`` is balanced OT). KL(T || G) with fixed marginals differs from
-the negative entropy of T only by <T, -log G> plus a constant, so POT's entropic log-domain
-Sinkhorn on the cost ``C - eps * log G`` gives the same plan. The plan is detached (envelope
+the negative entropy of T only by <T, -log G> plus a constant, so POT's entropic Sinkhorn on the
+cost ``C - eps * log G`` gives the same plan. The patch marginal a is uniform in the reference
+formulation; with ``patch_saliency`` it follows the prior's saliency, sum_t b_t G[p, t], so that the
+words naming an object are not limited to that object's share of the patches (contextual guidance
+entering through the marginal). The plan is detached (envelope
 theorem): gradients flow through C only. The transport distance is D(i, j) = <T*, C> / patch_mass; the loss
 pulls matched pairs together and, with in-batch negatives, contrasts each image against a few other
 captions of the batch and each caption against a few other images (InfoNCE on -D / temperature), so
@@ -46,7 +49,7 @@ class GCMTConfig:
 
     #: Entropic regularisation, on a cost in [0, 1].
     eps: float = DEFAULTS.ot_eps
-    #: Sinkhorn iterations (log domain, fp32).
+    #: Sinkhorn iterations (fp32; scaling or log domain, ``sinkhorn_plans``).
     n_iter: int = DEFAULTS.ot_iterations
     #: Share of an image's patch mass that is matched to words (partial transport); the rest goes
     #: to a "no word" column at a constant cost, so background patches need not match any word.
