@@ -54,7 +54,7 @@ from lucid_toy import (  # the benchmark's shared baselines and metrics
 from sith_lens.evidence import compare, format_evidence, mean_estimate
 from sith_lens.lucid.collect import collect_toy_activations
 from sith_lens.lucid.defaults import DEFAULTS
-from sith_lens.lucid.evaluate import encode_pairs, n_shared
+from sith_lens.lucid.evaluate import encode_pairs, n_shared, reconstruction_report
 from sith_lens.lucid.interpret import label_latents
 from sith_lens.lucid.pointing import pointing_maps, score_heatmap, select_words
 from sith_lens.lucid.sae import TrainingLucidSAEConfig, train_lucid
@@ -120,20 +120,12 @@ def raw_similarity_labels(model: Any, acts: Any) -> tuple[list[str], list[float]
 
 
 @torch.no_grad()
-def similarity_label_accuracy(sae: Any, model: Any, report: Any, acts: Any, alive: torch.Tensor) -> list[float]:
-    """The object-level check of ``auto_label_accuracy`` applied to similarity labels: each latent
-    keeps its top patches, its label becomes the word nearest its decoder row."""
-    sim = similarity_labels(sae, model, alive)
+def similarity_label_accuracy(sim: list[str | None], report: Any, acts: Any) -> list[float]:
+    """The object-level check of ``auto_label_accuracy`` applied to similarity labels ``sim``
+    (``similarity_labels``): each latent keeps its top patches, its label becomes the word nearest
+    its decoder row."""
     swapped = type(report)([replace(x, label=sim[x.latent]) for x in report.labels if sim[x.latent]], report.settings)
     return auto_label_accuracy(swapped, acts)["_items"]["own"]
-
-
-@torch.no_grad()
-def dead_shared(sae: Any, acts: Any) -> int:
-    _, patch_codes, token_codes = encode_pairs(sae, acts, max_pairs=len(acts))
-    s = n_shared(sae)
-    fired = (patch_codes[..., :s] > 0).flatten(0, 1).any(0) | (token_codes[..., :s] > 0).flatten(0, 1).any(0)
-    return int((~fired).sum())
 
 
 def score_cell(saes: dict[str, Any], acts: Any, model: Any) -> dict[str, Any]:
@@ -158,12 +150,12 @@ def score_cell(saes: dict[str, Any], acts: Any, model: Any) -> dict[str, Any]:
         on_background = [float(np.mean([int(labels_grid[i, r * grid + c]) < 0 for i, r, c, _ in x.top_patches]))
                          for x in report.labels if x.label in WORDS and x.top_patches]
         out[name] = {
-            **correspondence(sae, acts), "dead_shared": dead_shared(sae, acts), "top_patches_on_background": on_background,
+            **correspondence(sae, acts), "dead_shared": reconstruction_report(sae, acts)["dead"]["shared"], "top_patches_on_background": on_background,
             "auto_items": auto["_items"]["own"], "auto_chance": auto["_items"]["chance"],
             "term_labels": {**label_stats(term), **effective_labels(term)},
             "term_word_labels": {**label_stats([x if x in WORDS else None for x in term]), **effective_labels(term)},
             "similarity_labels": {**label_stats(sim), **effective_labels(sim)},
-            "similarity_items": similarity_label_accuracy(sae, model, report, acts, alive),
+            "similarity_items": similarity_label_accuracy(sim, report, acts),
         }
     raw_labels, raw_right = raw_similarity_labels(model, acts)
     out["raw"] = {**effective_labels(raw_labels), "right": raw_right}

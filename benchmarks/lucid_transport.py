@@ -31,11 +31,12 @@ mass and peak on the named object and the codes' pointing, on the words of 2-3-o
 - ``mass_named``: share of a word's plan mass on the object it names (of all its mass, background
   included); ``mass_named_of_objects``: the same among its mass on objects;
 - ``capacity``: the most a plan *can* put on the named object under its marginals: the named
-  object's share of the patch marginal over the word's share of the words' mass, capped at 1
-  (a uniform patch marginal gives a 5-patch object 5/64 of the mass);
+  object's share of the patch marginal over the mass of all the caption's words that name that
+  object (they share its patches), capped at 1 (a uniform patch marginal gives a 5-patch object
+  5/64 of the mass);
 - ``plan_pointing`` / ``plan_peak_on_background``: where the plan's peak lands;
-- ``pointing`` (the codes), ``dense_cosine`` (the frozen model, the same words) and the number of
-  dead shared latents.
+- ``pointing`` (the codes), ``dense_cosine`` (the frozen model, the same words) and
+  ``dead_shared``: shared latents that never fire on a held-out *patch* (they may fire on words).
 
     python benchmarks/lucid_transport.py --mechanisms     # ~40 min on 2 cores; the last line is JSON
 """
@@ -56,7 +57,8 @@ from sith_lens.lucid.collect import collect_toy_activations
 from sith_lens.lucid.data import PairedActivations
 from sith_lens.lucid.evaluate import encode_pairs, n_shared
 from sith_lens.lucid.pointing import (
-    PointingWords, concat_words, format_pointing_table, pointing_maps, pointing_table, select_words, word_heat,
+    PointingWords, concat_words, format_pointing_table, pointing_maps, pointing_table, score_heatmap, select_words,
+    word_heat,
 )
 from sith_lens.lucid.transport import config_from_details, guidance_prior, pair_plan
 
@@ -131,12 +133,16 @@ def capacity(words: PointingWords, batch: Any, token_objects: torch.Tensor, cfg:
     from sith_lens.lucid.transport import _solver_inputs, token_marginals
 
     out = torch.zeros(len(index))
+    marginals: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # per pair: content slots, b, a
     for i, w in enumerate(index.tolist()):
         p, obj = int(words.pair[w]), int(words.object[w])
-        content = (batch.token_weights[p] > 0).nonzero().flatten()
-        b = token_marginals(batch.token_weights[p, content].float()[None])
-        log_prior = guidance_prior(batch.patches[p][None].float(), batch.tokens[p, content][None].float(), batch.grid, cfg)
-        _, a = _solver_inputs(torch.zeros_like(log_prior), b, cfg, log_prior)
+        if p not in marginals:
+            content = (batch.token_weights[p] > 0).nonzero().flatten()
+            b = token_marginals(batch.token_weights[p, content].float()[None])
+            log_prior = guidance_prior(batch.patches[p][None].float(), batch.tokens[p, content][None].float(),
+                                       batch.grid, cfg)
+            marginals[p] = (content, b, _solver_inputs(torch.zeros_like(log_prior), b, cfg, log_prior)[1])
+        content, b, a = marginals[p]
         named = (words.patch_labels[w] == obj).float()
         same_object = token_objects[p, content] == obj
         out[i] = min(1.0, float((a[0] * named).sum()) / max(cfg.patch_mass * float(b[0, same_object].sum()), 1e-12))
@@ -159,7 +165,6 @@ def score_mechanism(sae: Any, acts: PairedActivations) -> dict[str, Any]:
     landed = w.patch_labels.gather(1, plan.argmax(1, keepdim=True))[:, 0]
     batch, patch_codes, _ = encode_pairs(sae, acts, max_pairs=len(acts))
     s = n_shared(sae)
-    from sith_lens.lucid.pointing import score_heatmap
     return {
         "mass_named": float(((plan * named).sum(1) / total).mean()),
         "mass_named_of_objects": float(((plan * named).sum(1) / (plan * on_object).sum(1).clamp_min(1e-12)).mean()),

@@ -86,7 +86,7 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
     import plotly.graph_objects as go
 
     from sith_lens.lucid.collect import collect_pairs
-    from sith_lens.lucid.evaluate import n_shared
+    from sith_lens.lucid.evaluate import n_shared, word_heatmaps
     from sith_lens.lucid.sparse import fvu
     from sith_lens.lucid.transport import config_from_details, pair_plan
 
@@ -148,7 +148,7 @@ def lucid_probe(wb: Workbench, upload: Any, sample: Any, caption: Any, n_latents
                       margin=dict(l=60, r=20, t=50, b=60), yaxis=dict(autorange="reversed"))
     # per word, side by side: where its transport mass lands, and where its shared code meets the
     # patches' (the heat map the pointing game scores): the target and what the codes learned of it
-    codes = zp @ zt.T  # [N, L]
+    codes = word_heatmaps(zp[None], zt[None])[0].T  # [N, L]
     word_maps = []
     # content words first (function words carry a tenth of the mass), in caption order
     for i in sorted((i for i in range(len(tokens)) if content[i]), key=lambda i: (-float(weights[i]), i))[:MAX_WORD_MAPS]:
